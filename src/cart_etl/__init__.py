@@ -1,0 +1,1 @@
+"""cart_etl: CD19 CAR-T CRS data pipeline."""

@@ -1,0 +1,5 @@
+"""python -m cart_etl."""
+
+from cart_etl.cli import main
+
+main()

@@ -1,0 +1,155 @@
+"""`cart-etl`: the command-line interface (a thin Typer layer over the package)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cart_etl.errors import CartEtlError
+
+app = typer.Typer(
+    name="cart-etl",
+    help="ETL, validation and analysis of CD19 CAR-T / CRS clinical data into a DuckDB OMOP store.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn package errors into one clear line and the documented exit code, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except CartEtlError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+        except OSError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            if os.environ.get("CART_ETL_DEBUG"):
+                raise
+            err_console.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+                "(set CART_ETL_DEBUG=1 for the traceback and report it)",
+                highlight=False,
+            )
+            raise typer.Exit(3) from None
+
+    return wrapper
+
+
+def _progress(quiet: bool, total: int, label: str) -> Progress:
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet or not sys.stderr.isatty(),
+    )
+
+
+@app.command()
+@cli_errors
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created if missing).")],
+    patients: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="61 = the calibrated reference cohort; any other N = an uncalibrated registry.",
+        ),
+    ] = 61,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed -> byte-identical files).")] = 2025,
+    defects: Annotated[
+        bool, typer.Option("--defects/--no-defects", help="Inject realistic export defects.")
+    ] = True,
+    fhir: Annotated[bool, typer.Option("--fhir/--no-fhir", help="Also write FHIR bundles and NDJSON.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+) -> None:
+    """Generate the synthetic cohort: site export, FHIR R4, truth and injected-defect tables."""
+    from cart_etl.synth.generate import generate
+
+    with _progress(quiet, patients, "synth") as progress:
+        task = progress.add_task("patients", total=patients)
+        summary = generate(
+            out,
+            patients=patients,
+            seed=seed,
+            defects=defects,
+            fhir=fhir,
+            on_patient=lambda n: progress.update(task, completed=n),
+        )
+    if not quiet:
+        _print_synth_summary(summary.out_dir, summary.patients, summary.calibrated, summary.defects, summary.files)
+
+
+def _print_synth_summary(out: Path, patients: int, calibrated: bool, defects: int, files: dict[str, int]) -> None:
+    kind = "calibrated reference cohort" if calibrated else "uncalibrated registry"
+    console.print(f"[bold]cart-etl synth[/]: {patients} patients ({kind}) -> {out}")
+    table = Table("site_export file", "rows", title=None)
+    for name, rows in files.items():
+        table.add_row(name, f"{rows:,}")
+    console.print(table)
+    console.print(f"defects injected: {defects} (listed in {out / 'truth' / 'defects.csv'})")
+    console.print(f"truth: {out / 'truth' / 'patients.csv'}; FHIR: {out / 'fhir'}")
+
+
+@app.command("init-store")
+@cli_errors
+def init_store(
+    store: Annotated[Path, typer.Option("--store", help="DuckDB file to create or upgrade.")],
+) -> None:
+    """Create (or upgrade) a DuckDB store with its schemas and the etl run log."""
+    from cart_etl.load.duckdb_store import SCHEMAS, connect
+
+    con = connect(store)
+    con.close()
+    console.print(f"store ready: {store} (schemas: {', '.join(SCHEMAS)})")
+
+
+@app.command()
+@cli_errors
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo writes its files.")] = Path("work/demo"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Build the reference cohort (61 patients, seed 2025) and show what was written."""
+    from cart_etl.synth.generate import generate
+
+    cohort = workdir / "cohort"
+    with _progress(quiet, 61, "synth") as progress:
+        task = progress.add_task("patients", total=61)
+        summary = generate(cohort, on_patient=lambda n: progress.update(task, completed=n))
+    if not quiet:
+        _print_synth_summary(summary.out_dir, summary.patients, summary.calibrated, summary.defects, summary.files)
+        console.print(
+            "Next stages (extract/validate, derive/load, report) arrive with issues #4-#6; "
+            "until then the demo stops after the cohort."
+        )
+
+
+def main() -> None:
+    """Entry point for ``python -m cart_etl``."""
+    app()

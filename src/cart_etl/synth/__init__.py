@@ -1,0 +1,1 @@
+"""Synthetic reference cohort: calibrated plans, clinical courses and export writers."""

@@ -1,0 +1,278 @@
+"""`cart-etl synth`: write the site export, FHIR bundles/NDJSON and the truth tables."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from cart_etl.synth.calibrate import (
+    DATA_CUT,
+    ENROL_END,
+    ENROL_START,
+    PatientPlan,
+    _draw_outcome,
+    build_reference_cohort,
+    draw_patient_plan,
+)
+from cart_etl.synth.course import DEX_TO_MP, simulate
+from cart_etl.synth.defects import DefectRecord
+from cart_etl.synth.fhir_export import FhirWriter
+from cart_etl.synth.model import ClinicalRecord
+from cart_etl.synth.site_export import SITE_NAME, SiteExportWriter
+
+REFERENCE_PATIENTS = 61
+TRUTH_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "is_infused",
+    "exclusion_reason",
+    "is_included",
+    "is_toci",
+    "age_years",
+    "sex",
+    "is_high_risk",
+    "lines_of_therapy",
+    "prior_allo_sct",
+    "marrow_blasts_pct",
+    "cart_dose_1e6_per_kg",
+    "max_crs_grade",
+    "crs_onset_day",
+    "crs_duration_days",
+    "has_icans",
+    "max_icans_grade",
+    "toci_doses",
+    "toci_cumulative_mg",
+    "steroid_mp_equiv_mg",
+    "response_day28",
+    "os_days",
+    "os_event",
+    "pfs_days",
+    "pfs_event",
+    "serious_infection",
+)
+# Facts the paper reports that are not patient columns: kept beside the truth for scoring.
+SUPPLEMENT_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "infusion_date",
+    "crs_grade_recorded",
+    "recorded_grade_disagrees",
+    "crs_pattern",
+    "crs_max_grade_mechanism",
+    "pre_infusion_fever",
+    "il6_before_first_toci",
+    "il6_after_first_toci",
+    "il6_fell_after_toci",
+    "gcsf_total_ug",
+    "lost_data_kind",
+)
+DEFECT_COLUMNS: tuple[str, ...] = (
+    "file",
+    "row",
+    "field",
+    "kind",
+    "original_value",
+    "injected_value",
+    "study_id",
+)
+
+
+@dataclass
+class SynthSummary:
+    """What a synth run wrote."""
+
+    out_dir: Path
+    patients: int
+    seed: int
+    calibrated: bool
+    defects: int
+    files: dict[str, int] = field(default_factory=dict)
+
+
+def _fmt(value: object) -> str:
+    """Truth CSV cells: booleans as true/false, missing as empty, floats without noise."""
+    if value is None:
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{round(value, 4):g}" if abs(value) < 1e6 else f"{value:.1f}"
+    return str(value)
+
+
+def _age(birth: date, on: date) -> int:
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+def truth_row(plan: PatientPlan, record: ClinicalRecord) -> dict[str, object]:
+    """The values a correct pipeline must derive for this patient (README conventions)."""
+    demo = record.demographics
+    infused = record.infusion is not None
+    monitored = plan.has_monitoring
+    grade = plan.crs_grade if monitored else None
+    onset_day = None
+    if grade and record.infusion is not None and plan.crs_onset_h is not None:
+        onset_at = record.infusion.at + timedelta(minutes=round(plan.crs_onset_h * 60))
+        onset_day = (onset_at.date() - record.infusion.at.date()).days
+    steroid = _systemic_steroid_mp(record) if infused else None
+    return {
+        "study_id": plan.study_id,
+        "is_infused": infused,
+        "exclusion_reason": plan.exclusion,
+        "is_included": plan.is_included,
+        "is_toci": bool(plan.toci_mg),
+        "age_years": _age(demo.birth_date, record.infusion.at.date() if record.infusion else demo.screening_date),
+        "sex": demo.sex,
+        "is_high_risk": demo.is_high_risk,
+        "lines_of_therapy": demo.lines_of_therapy,
+        "prior_allo_sct": demo.prior_allo_sct,
+        "marrow_blasts_pct": demo.marrow_blasts_pct,
+        "cart_dose_1e6_per_kg": record.infusion.dose_1e6_per_kg if record.infusion else None,
+        "max_crs_grade": grade,
+        "crs_onset_day": onset_day,
+        "crs_duration_days": round((plan.crs_duration_min or 0) / 1440, 2) if grade else None,
+        "has_icans": plan.icans_grade > 0 if monitored else None,
+        "max_icans_grade": plan.icans_grade if monitored else None,
+        "toci_doses": len(plan.toci_mg) if infused else None,
+        "toci_cumulative_mg": float(sum(plan.toci_mg)) if infused else None,
+        "steroid_mp_equiv_mg": steroid,
+        "response_day28": plan.response,
+        "os_days": plan.os_days if infused else None,
+        "os_event": plan.os_event if infused else None,
+        "pfs_days": plan.pfs_days if infused else None,
+        "pfs_event": plan.pfs_event if infused else None,
+        "serious_infection": plan.serious_infection if infused else None,
+    }
+
+
+def _systemic_steroid_mp(record: ClinicalRecord) -> float:
+    """Planned steroid total, re-stated from the doses: IV/PO, study days 0-28, MP-equivalent."""
+    assert record.infusion is not None
+    day0 = record.infusion.at.date()
+    factor = {"methylprednisolone": 1.0, "dexamethasone": DEX_TO_MP, "prednisone": 0.8}
+    total = sum(
+        d.dose * factor[d.drug]
+        for d in record.drugs
+        if d.drug in factor and d.route in ("IV", "PO") and 0 <= (d.at.date() - day0).days <= 28
+    )
+    return round(total, 2)
+
+
+def supplement_row(plan: PatientPlan, record: ClinicalRecord) -> dict[str, object]:
+    """Per-patient facts behind the paper's non-Table-2 figures."""
+    il6_pre = il6_post = None
+    toci = [d for d in record.drugs if d.drug == "tocilizumab"]
+    if toci and plan.il6_falls is not None:
+        first = toci[0].at
+        key_il6 = [x for x in record.labs if x.test == "il6" and x.key]
+        il6_pre = next((x.value for x in key_il6 if x.at < first), None)
+        il6_post = next((x.value for x in key_il6 if x.at > first), None)
+    gcsf = sum(d.dose for d in record.drugs if d.drug == "gcsf")
+    recorded = record.recorded_crs.grade if record.recorded_crs else None
+    grade = plan.crs_grade if plan.has_monitoring else None
+    return {
+        "study_id": plan.study_id,
+        "infusion_date": record.infusion.at.date().isoformat() if record.infusion else None,
+        "crs_grade_recorded": recorded,
+        "recorded_grade_disagrees": (recorded != grade) if recorded is not None and grade is not None else None,
+        "crs_pattern": plan.crs_pattern if grade else None,
+        "crs_max_grade_mechanism": plan.crs_mechanism if grade else None,
+        "pre_infusion_fever": plan.pre_infusion_fever and plan.has_monitoring,
+        "il6_before_first_toci": il6_pre,
+        "il6_after_first_toci": il6_post,
+        "il6_fell_after_toci": plan.il6_falls if il6_pre is not None else None,
+        "gcsf_total_ug": gcsf if record.infusion else None,
+        "lost_data_kind": plan.lost_kind,
+    }
+
+
+def registry_plans(patients: int, seed: int) -> Iterator[PatientPlan]:
+    """Uncalibrated registry: each patient drawn on its own stream (flat memory, any N)."""
+    span = (ENROL_END - ENROL_START).days
+    for index in range(patients):
+        rng = np.random.default_rng([seed, 3, index])
+        plan = draw_patient_plan(rng, index=index)
+        when = ENROL_START + timedelta(days=int(rng.integers(0, span)))
+        plan.planned_date = when
+        plan.infusion_date = when if plan.is_infused else None
+        _draw_outcome(rng, plan)
+        yield plan
+
+
+def plans_for(patients: int, seed: int) -> tuple[Iterator[PatientPlan], bool]:
+    """The calibrated reference cohort for 61 patients, a registry otherwise."""
+    if patients == REFERENCE_PATIENTS:
+        return iter(build_reference_cohort(seed)), True
+    return registry_plans(patients, seed), False
+
+
+def generate(
+    out_dir: Path,
+    *,
+    patients: int = REFERENCE_PATIENTS,
+    seed: int = 2025,
+    defects: bool = True,
+    fhir: bool = True,
+    on_patient: Callable[[int], None] | None = None,
+) -> SynthSummary:
+    """Write the synthetic cohort under ``out_dir`` and return what was written.
+
+    Layout: ``site_export/`` (mapping: ``mappings/sites/tianjin_ref.yaml``),
+    ``fhir/bundles`` + ``fhir/ndjson``, ``truth/patients.csv``,
+    ``truth/supplement.csv``, ``truth/defects.csv`` and ``manifest.json``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    truth_dir = out_dir / "truth"
+    truth_dir.mkdir(exist_ok=True)
+    plans, calibrated = plans_for(patients, seed)
+    injected: list[DefectRecord] = []
+    count = 0
+    with (
+        (truth_dir / "patients.csv").open("w", newline="", encoding="utf-8") as truth_fh,
+        (truth_dir / "supplement.csv").open("w", newline="", encoding="utf-8") as sup_fh,
+        SiteExportWriter(out_dir / "site_export", defects=defects, seed=seed) as site,
+    ):
+        fhir_writer = FhirWriter(out_dir / "fhir", defects=defects, seed=seed) if fhir else None
+        truth = csv.DictWriter(truth_fh, fieldnames=TRUTH_COLUMNS, lineterminator="\n")
+        sup = csv.DictWriter(sup_fh, fieldnames=SUPPLEMENT_COLUMNS, lineterminator="\n")
+        truth.writeheader()
+        sup.writeheader()
+        try:
+            for plan in plans:
+                record = simulate(plan, seed)
+                site.write(record)
+                if fhir_writer is not None:
+                    fhir_writer.write(record)
+                truth.writerow({k: _fmt(v) for k, v in truth_row(plan, record).items()})
+                sup.writerow({k: _fmt(v) for k, v in supplement_row(plan, record).items()})
+                count += 1
+                if on_patient is not None:
+                    on_patient(count)
+        finally:
+            if fhir_writer is not None:
+                injected.extend(fhir_writer.close())
+        injected = site.close() + injected
+        files = dict(site.rows_written)
+    with (truth_dir / "defects.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=DEFECT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for defect in injected:
+            writer.writerow(asdict(defect))
+    summary = SynthSummary(out_dir, count, seed, calibrated, len(injected), files)
+    manifest = {
+        "generator": "cart-etl synth",
+        "site": SITE_NAME,
+        "site_mapping": f"mappings/sites/{SITE_NAME}.yaml",
+        "patients": count,
+        "seed": seed,
+        "calibrated_to": "Zhou et al. Front Immunol 2025;16:1530623" if calibrated else None,
+        "defects_injected": len(injected),
+        "data_cut": DATA_CUT.isoformat(),
+        "site_export_rows": files,
+    }
+    (out_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    return summary
