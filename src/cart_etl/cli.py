@@ -44,7 +44,9 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
             err_console.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
         except OSError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+            err_console.print(
+                f"[bold red]error:[/] {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+            )
             raise typer.Exit(2) from None
         except Exception as exc:
             if os.environ.get("CART_ETL_DEBUG"):
@@ -81,12 +83,18 @@ def synth(
             help="61 = the calibrated reference cohort; any other N = an uncalibrated registry.",
         ),
     ] = 61,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed -> byte-identical files).")] = 2025,
+    seed: Annotated[
+        int, typer.Option(help="Random seed (same seed -> byte-identical files).")
+    ] = 2025,
     defects: Annotated[
         bool, typer.Option("--defects/--no-defects", help="Inject realistic export defects.")
     ] = True,
-    fhir: Annotated[bool, typer.Option("--fhir/--no-fhir", help="Also write FHIR bundles and NDJSON.")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+    fhir: Annotated[
+        bool, typer.Option("--fhir/--no-fhir", help="Also write FHIR bundles and NDJSON.")
+    ] = True,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
+    ] = False,
 ) -> None:
     """Generate the synthetic cohort: site export, FHIR R4, truth and injected-defect tables."""
     from cart_etl.synth.generate import generate
@@ -102,10 +110,14 @@ def synth(
             on_patient=lambda n: progress.update(task, completed=n),
         )
     if not quiet:
-        _print_synth_summary(summary.out_dir, summary.patients, summary.calibrated, summary.defects, summary.files)
+        _print_synth_summary(
+            summary.out_dir, summary.patients, summary.calibrated, summary.defects, summary.files
+        )
 
 
-def _print_synth_summary(out: Path, patients: int, calibrated: bool, defects: int, files: dict[str, int]) -> None:
+def _print_synth_summary(
+    out: Path, patients: int, calibrated: bool, defects: int, files: dict[str, int]
+) -> None:
     kind = "calibrated reference cohort" if calibrated else "uncalibrated registry"
     console.print(f"[bold]cart-etl synth[/]: {patients} patients ({kind}) -> {out}")
     table = Table("site_export file", "rows", title=None)
@@ -132,7 +144,9 @@ def init_store(
 @app.command()
 @cli_errors
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Where the demo writes its files.")] = Path("work/demo"),
+    workdir: Annotated[Path, typer.Option(help="Where the demo writes its files.")] = Path(
+        "work/demo"
+    ),
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Build the reference cohort (61 patients, seed 2025) and show what was written."""
@@ -143,7 +157,9 @@ def demo(
         task = progress.add_task("patients", total=61)
         summary = generate(cohort, on_patient=lambda n: progress.update(task, completed=n))
     if not quiet:
-        _print_synth_summary(summary.out_dir, summary.patients, summary.calibrated, summary.defects, summary.files)
+        _print_synth_summary(
+            summary.out_dir, summary.patients, summary.calibrated, summary.defects, summary.files
+        )
         console.print(
             "Next stages (extract/validate, derive/load, report) arrive with issues #4-#6; "
             "until then the demo stops after the cohort."

@@ -1,4 +1,4 @@
-"""The truth table reproduces every calibrated figure of Zhou et al. 2025 (published_values.yaml)."""
+"""The truth table reproduces every calibrated figure of Zhou et al. 2025 (published yaml)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 import yaml
 from lifelines.statistics import logrank_test
 from scipy import stats
-
 from tests.conftest import PUBLISHED
 
 P_TOL = 0.01
@@ -26,7 +25,9 @@ def published() -> dict:
 
 @pytest.fixture(scope="module")
 def truth(reference_cohort: Path) -> pd.DataFrame:
-    df = pd.read_csv(reference_cohort / "truth" / "patients.csv", keep_default_na=False, na_values=[""])
+    df = pd.read_csv(
+        reference_cohort / "truth" / "patients.csv", keep_default_na=False, na_values=[""]
+    )
     for col in df.columns:
         if set(df[col].dropna().unique()) <= {"true", "false"}:
             df[col] = df[col].map({"true": True, "false": False})
@@ -69,7 +70,10 @@ def _fisher_2xk(table: np.ndarray) -> float:
     n = int(table.sum())
 
     def prob(row0: tuple[int, ...]) -> float:
-        lp = sum(math.lgamma(c + 1) - math.lgamma(a + 1) - math.lgamma(c - a + 1) for a, c in zip(row0, cols))
+        lp = sum(
+            math.lgamma(c + 1) - math.lgamma(a + 1) - math.lgamma(c - a + 1)
+            for a, c in zip(row0, cols, strict=False)
+        )
         return math.exp(lp - (math.lgamma(n + 1) - math.lgamma(r0 + 1) - math.lgamma(n - r0 + 1)))
 
     observed = prob(tuple(int(x) for x in table[0]))
@@ -102,7 +106,12 @@ def test_02_consort_flow(truth, published):
 
 @pytest.mark.parametrize(
     ("row", "column", "value"),
-    [("male", "sex", "M"), ("high_risk", "is_high_risk", True), ("prior_allo_sct", "prior_allo_sct", True), ("icans", "has_icans", True)],
+    [
+        ("male", "sex", "M"),
+        ("high_risk", "is_high_risk", True),
+        ("prior_allo_sct", "prior_allo_sct", True),
+        ("icans", "has_icans", True),
+    ],
 )
 def test_03_table2_binary_counts(analysed, published, row, column, value):
     toci, non = _groups(analysed)
@@ -114,12 +123,22 @@ def test_03_table2_binary_counts(analysed, published, row, column, value):
 
 @pytest.mark.parametrize(
     ("row", "column", "test"),
-    [("male", "sex", "chi2"), ("high_risk", "is_high_risk", "fisher"), ("prior_allo_sct", "prior_allo_sct", "fisher"), ("icans", "has_icans", "yates")],
+    [
+        ("male", "sex", "chi2"),
+        ("high_risk", "is_high_risk", "fisher"),
+        ("prior_allo_sct", "prior_allo_sct", "fisher"),
+        ("icans", "has_icans", "yates"),
+    ],
 )
 def test_04_table2_binary_p_as_published(analysed, published, row, column, test):
     toci, non = _groups(analysed)
     value = {"sex": "M"}.get(column, True)
-    table = np.array([[(toci[column] == value).sum(), (toci[column] != value).sum()], [(non[column] == value).sum(), (non[column] != value).sum()]])
+    table = np.array(
+        [
+            [(toci[column] == value).sum(), (toci[column] != value).sum()],
+            [(non[column] == value).sum(), (non[column] != value).sum()],
+        ]
+    )
     if test == "fisher":
         p = stats.fisher_exact(table).pvalue
     else:
@@ -127,7 +146,16 @@ def test_04_table2_binary_p_as_published(analysed, published, row, column, test)
     assert p == pytest.approx(published["table2"][row]["p"], abs=P_TOL)
 
 
-@pytest.mark.parametrize(("row", "column", "is_integer"), [("age_years", "age_years", True), ("cart_dose_1e6_per_kg", "cart_dose_1e6_per_kg", False), ("steroid_mp_equiv_mg", "steroid_mp_equiv_mg", False), ("marrow_blasts_pct", "marrow_blasts_pct", False), ("lines_of_therapy", "lines_of_therapy", True)])
+@pytest.mark.parametrize(
+    ("row", "column", "is_integer"),
+    [
+        ("age_years", "age_years", True),
+        ("cart_dose_1e6_per_kg", "cart_dose_1e6_per_kg", False),
+        ("steroid_mp_equiv_mg", "steroid_mp_equiv_mg", False),
+        ("marrow_blasts_pct", "marrow_blasts_pct", False),
+        ("lines_of_therapy", "lines_of_therapy", True),
+    ],
+)
 def test_05_table2_medians_and_ranges(analysed, published, row, column, is_integer):
     toci, non = _groups(analysed)
     spec = published["table2"][row]
@@ -141,12 +169,15 @@ def test_05_table2_medians_and_ranges(analysed, published, row, column, is_integ
             continue
         if (row, key) == ("steroid_mp_equiv_mg", "total"):
             # known inconsistency steroid_total_range: 800 exceeds both group maxima.
-            assert got[:2] == (med, lo) and got[2] == 201.0
+            assert got[:2] == (med, lo)
+            assert got[2] == 201.0
             continue
         assert got == pytest.approx((med, lo, hi), abs=0.0051), (row, key)
 
 
-@pytest.mark.parametrize("row", ["age_years", "lines_of_therapy", "cart_dose_1e6_per_kg", "steroid_mp_equiv_mg"])
+@pytest.mark.parametrize(
+    "row", ["age_years", "lines_of_therapy", "cart_dose_1e6_per_kg", "steroid_mp_equiv_mg"]
+)
 def test_06_table2_continuous_p_mann_whitney(analysed, published, row):
     toci, non = _groups(analysed)
     p = stats.mannwhitneyu(toci[row], non[row], alternative="two-sided").pvalue
@@ -162,8 +193,15 @@ def test_07_marrow_blast_categories(analysed, published):
         counts = []
         for df, key in ((analysed, "total"), (toci, "toci"), (non, "non_toci")):
             v = df["marrow_blasts_pct"]
-            n = int(((v >= lo) & (v < hi)).sum()) if name == "lt30" else int(((v >= lo) & (v <= hi)).sum() if name == "30to50" else (v > lo).sum())
-            assert [n, round(100 * n / len(df), 1)] == pytest.approx(spec[name][key], abs=0.051), (name, key)
+            n = (
+                int(((v >= lo) & (v < hi)).sum())
+                if name == "lt30"
+                else int(((v >= lo) & (v <= hi)).sum() if name == "30to50" else (v > lo).sum())
+            )
+            assert [n, round(100 * n / len(df), 1)] == pytest.approx(spec[name][key], abs=0.051), (
+                name,
+                key,
+            )
             counts.append(n)
         table.append(counts[1:])
     assert _fisher_2xk(np.array(table).T) == pytest.approx(spec["p"], abs=P_TOL)
@@ -181,7 +219,9 @@ def test_08_crs_grade_table_and_p(analysed, published):
             assert [n, round(100 * n / len(df), 1)] == pytest.approx(spec[name][key], abs=0.051)
             row.append(n)
         table.append(row[1:])
-    assert stats.chi2_contingency(np.array(table).T, correction=False)[1] == pytest.approx(spec["p"], abs=P_TOL)
+    assert stats.chi2_contingency(np.array(table).T, correction=False)[1] == pytest.approx(
+        spec["p"], abs=P_TOL
+    )
     crs = published["crs"]
     assert int((analysed["max_crs_grade"] >= 1).sum()) == crs["any_grade"][0]
     for g in (1, 2, 3, 4):
@@ -191,27 +231,46 @@ def test_08_crs_grade_table_and_p(analysed, published):
 def test_09_crs_duration(analysed, published):
     toci, non = _groups(analysed)
     crs = published["crs"]
-    assert _median_range(toci["crs_duration_days"]) == pytest.approx(_parse_median_range(crs["duration_days_toci"]), abs=0.0051)
-    assert _median_range(non["crs_duration_days"]) == pytest.approx(_parse_median_range(crs["duration_days_non_toci"]), abs=0.0051)
+    assert _median_range(toci["crs_duration_days"]) == pytest.approx(
+        _parse_median_range(crs["duration_days_toci"]), abs=0.0051
+    )
+    assert _median_range(non["crs_duration_days"]) == pytest.approx(
+        _parse_median_range(crs["duration_days_non_toci"]), abs=0.0051
+    )
     t3, n3 = toci[toci["max_crs_grade"] == 3], non[non["max_crs_grade"] == 3]
-    p3 = stats.mannwhitneyu(t3["crs_duration_days"], n3["crs_duration_days"], alternative="two-sided").pvalue
-    assert p3 < 0.05 and t3["crs_duration_days"].median() < n3["crs_duration_days"].median()
+    p3 = stats.mannwhitneyu(
+        t3["crs_duration_days"], n3["crs_duration_days"], alternative="two-sided"
+    ).pvalue
+    assert p3 < 0.05
+    assert t3["crs_duration_days"].median() < n3["crs_duration_days"].median()
     t12, n12 = toci[toci["max_crs_grade"].isin([1, 2])], non[non["max_crs_grade"].isin([1, 2])]
-    assert stats.mannwhitneyu(t12["crs_duration_days"], n12["crs_duration_days"], alternative="two-sided").pvalue > 0.05
+    assert (
+        stats.mannwhitneyu(
+            t12["crs_duration_days"], n12["crs_duration_days"], alternative="two-sided"
+        ).pvalue
+        > 0.05
+    )
 
 
 def test_10_tocilizumab_and_steroids(analysed, published):
     toci, non = _groups(analysed)
     spec = published["tocilizumab"]
     assert len(toci) == spec["patients"]
-    assert toci["max_crs_grade"].value_counts().to_dict() == {3: spec["by_crs_grade"]["g3"], 2: spec["by_crs_grade"]["g2"]}
+    assert toci["max_crs_grade"].value_counts().to_dict() == {
+        3: spec["by_crs_grade"]["g3"],
+        2: spec["by_crs_grade"]["g2"],
+    }
     lo, hi = (int(x) for x in spec["doses_per_patient"].split("-"))
     assert (toci["toci_doses"].min(), toci["toci_doses"].max()) == (lo, hi)
     assert _median_range(toci["toci_cumulative_mg"]) == _parse_median_range(spec["cumulative_mg"])
     only = published["corticosteroids"]["non_toci_steroid_only"]
     steroid_non = non[non["steroid_mp_equiv_mg"] > 0]
     assert len(steroid_non) == only["patients"]
-    assert steroid_non["max_crs_grade"].value_counts().to_dict() == {1: only["g1"], 2: only["g2"], 3: only["g3"]}
+    assert steroid_non["max_crs_grade"].value_counts().to_dict() == {
+        1: only["g1"],
+        2: only["g2"],
+        3: only["g3"],
+    }
     # known inconsistency steroid_patient_count: Table 2 reading gives 17 + 10 = 27, text says 25.
     assert int((analysed["steroid_mp_equiv_mg"] > 0).sum()) == 27
 
@@ -220,7 +279,11 @@ def test_11_response_day28(analysed, published):
     toci, non = _groups(analysed)
     spec = published["response_day28"]
     counts = analysed["response_day28"].value_counts()
-    assert (counts["mrd_neg_cr"], counts["mrd_pos_cr"], counts["pr"]) == (spec["mrd_neg_cr"], spec["mrd_pos_cr"], spec["pr"])
+    assert (counts["mrd_neg_cr"], counts["mrd_pos_cr"], counts["pr"]) == (
+        spec["mrd_neg_cr"],
+        spec["mrd_pos_cr"],
+        spec["pr"],
+    )
     for df, key in ((toci, "toci_mrd_neg_cr"), (non, "non_toci_mrd_neg_cr")):
         n = int((df["response_day28"] == "mrd_neg_cr").sum())
         assert [n, round(100 * n / len(df), 2)] == pytest.approx(spec[key], abs=0.006)
@@ -234,9 +297,16 @@ def test_12_infection_icans_gcsf(analysed, supplement, published):
     spec = published["safety"]
     for df, key in ((toci, "toci"), (non, "non_toci")):
         n = int(df["serious_infection"].sum())
-        assert [n, round(100 * n / len(df), 1)] == pytest.approx(spec["serious_infection"][key], abs=0.051)
-    table = [[toci["serious_infection"].sum(), (~toci["serious_infection"].astype(bool)).sum()], [non["serious_infection"].sum(), (~non["serious_infection"].astype(bool)).sum()]]
-    assert stats.fisher_exact(table).pvalue == pytest.approx(spec["serious_infection"]["p"], abs=P_TOL)
+        assert [n, round(100 * n / len(df), 1)] == pytest.approx(
+            spec["serious_infection"][key], abs=0.051
+        )
+    table = [
+        [toci["serious_infection"].sum(), (~toci["serious_infection"].astype(bool)).sum()],
+        [non["serious_infection"].sum(), (~non["serious_infection"].astype(bool)).sum()],
+    ]
+    assert stats.fisher_exact(table).pvalue == pytest.approx(
+        spec["serious_infection"]["p"], abs=P_TOL
+    )
     assert int(analysed["has_icans"].sum()) == spec["icans"]["patients"]
     assert int((analysed["max_icans_grade"] == 3).sum()) == 1
     gcsf = supplement.set_index("study_id").loc[analysed["study_id"], "gcsf_total_ug"].to_numpy()
@@ -247,7 +317,7 @@ def test_12_infection_icans_gcsf(analysed, supplement, published):
 
 def test_13_cytokines_after_tocilizumab(analysed, supplement, published):
     spec = published["cytokines_toci_group"]
-    sup = supplement.set_index("study_id").loc[analysed.loc[analysed["is_toci"] == True, "study_id"]]  # noqa: E712
+    sup = supplement.set_index("study_id").loc[analysed.loc[analysed["is_toci"], "study_id"]]
     assert sup["il6_before_first_toci"].notna().sum() == spec["monitored"]
     fell = sup["il6_after_first_toci"] < sup["il6_before_first_toci"]
     assert int(fell.sum()) == spec["decreased_after_toci"][0]
@@ -257,7 +327,12 @@ def test_13_cytokines_after_tocilizumab(analysed, supplement, published):
 def test_14_survival_logrank(analysed, published):
     toci, non = _groups(analysed)
     for kind in ("os", "pfs"):
-        res = logrank_test(toci[f"{kind}_days"], non[f"{kind}_days"], toci[f"{kind}_event"].astype(bool), non[f"{kind}_event"].astype(bool))
+        res = logrank_test(
+            toci[f"{kind}_days"],
+            non[f"{kind}_days"],
+            toci[f"{kind}_event"].astype(bool),
+            non[f"{kind}_event"].astype(bool),
+        )
         assert res.p_value == pytest.approx(published["survival"][f"{kind}_logrank_p"], abs=P_TOL)
 
 

@@ -145,13 +145,10 @@ def finish_run(
     )
 
 
-def quarantine(
-    con: duckdb.DuckDBPyConnection, run: Run, cases: Iterable[FailureCase]
-) -> int:
+def quarantine(con: duckdb.DuckDBPyConnection, run: Run, cases: Iterable[FailureCase]) -> int:
     """Append failure cases to ``etl.quarantine``; return how many were written."""
     rows = [
-        (run.run_id, c.source, c.file, c.row, c.field, c.value, c.rule_id, c.message)
-        for c in cases
+        (run.run_id, c.source, c.file, c.row, c.field, c.value, c.rule_id, c.message) for c in cases
     ]
     if rows:
         con.executemany("INSERT INTO etl.quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)

@@ -1,4 +1,4 @@
-"""Patient-level plans for the reference cohort, calibrated to Zhou et al. 2025 (Table 2, Results)."""
+"""Patient-level plans for the reference cohort, calibrated to Zhou et al. 2025."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def _counts_to_flags(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return flags
 
 
-def _expand(rng: np.random.Generator, counts: dict[object, int]) -> list[object]:
+def _expand(rng: np.random.Generator, counts: dict[str, int]) -> list[str]:
     items = [value for value, k in counts.items() for _ in range(k)]
     rng.shuffle(items)  # type: ignore[arg-type]
     return items
@@ -212,7 +212,12 @@ def _solve_durations(
         np.array([s.lo if s.fixed else round(rng.uniform(s.lo, s.hi), 1) for s in slots])
         for slots in (toci_slots, non_slots)
     ]
-    free = [(g, i) for g, slots in enumerate((toci_slots, non_slots)) for i, s in enumerate(slots) if not s.fixed]
+    free = [
+        (g, i)
+        for g, slots in enumerate((toci_slots, non_slots))
+        for i, s in enumerate(slots)
+        if not s.fixed
+    ]
     best = objective(values)
     for _ in range(60_000):
         if best <= 0.0:
@@ -261,7 +266,9 @@ def _solve_survival(
     """
     n = len(in_toci)
     lost = rng.random(n) < 0.12
-    censor = np.where(lost, np.maximum(60, (rng.random(n) * followup_cap).astype(int)), followup_cap)
+    censor = np.where(
+        lost, np.maximum(60, (rng.random(n) * followup_cap).astype(int)), followup_cap
+    )
 
     def draw(i: int) -> tuple[float, float]:
         death = 28 + rng.exponential(1500 if not poor[i] else 500)
@@ -273,7 +280,7 @@ def _solve_survival(
     for i in range(n):
         death[i], prog[i] = draw(i)
 
-    def outcome() -> tuple[np.ndarray, ...]:
+    def outcome() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         os_days = np.minimum(np.round(death), censor)
         os_event = np.round(death) <= censor
         pfs_days = np.minimum(np.minimum(np.round(prog), os_days), censor)
@@ -283,7 +290,9 @@ def _solve_survival(
 
     def score() -> float:
         os_d, os_e, pfs_d, pfs_e = outcome()
-        return abs(logrank_p(os_d, os_e, in_toci) - 0.273) + abs(logrank_p(pfs_d, pfs_e, in_toci) - 0.350)
+        return abs(logrank_p(os_d, os_e, in_toci) - 0.273) + abs(
+            logrank_p(pfs_d, pfs_e, in_toci) - 0.350
+        )
 
     best = score()
     for _ in range(20_000):
@@ -320,9 +329,9 @@ def _toci_courses(rng: np.random.Generator, durations_days: np.ndarray) -> list[
     Doses are multiples of 40 mg (vials of 80/200/400 mg), at least 80 mg each; more
     doses go to longer episodes so that repeat doses 8 h apart fit inside the episode.
     """
-    cumulative = hill_climb(
-        rng, [group_slots(17, 480, 160, 800)], lambda v: 0.0, step=40, tol=0.0
-    )[0].astype(int)
+    cumulative = hill_climb(rng, [group_slots(17, 480, 160, 800)], lambda v: 0.0, step=40, tol=0.0)[
+        0
+    ].astype(int)
     counts = np.array([1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 4, 5, 6])
     # Pair counts with cumulative doses: many doses need a large cumulative and a long episode.
     order_need = np.argsort(cumulative + 40 * durations_days + rng.random(17))
@@ -503,7 +512,9 @@ def _assign_crs_detail(rng: np.random.Generator, plans: list[PatientPlan]) -> No
     masked = [p for p in masked if (p.crs_duration_min or 0) >= 2 * 1440]
     for plan in rng.permutation(np.array(masked, dtype=object))[:5]:
         plan.crs_pattern = "masked"
-    biphasic = [p for p in crs if p.crs_pattern == "simple" and (p.crs_duration_min or 0) >= 4 * 1440]
+    biphasic = [
+        p for p in crs if p.crs_pattern == "simple" and (p.crs_duration_min or 0) >= 4 * 1440
+    ]
     for plan in rng.permutation(np.array(biphasic, dtype=object))[:3]:
         plan.crs_pattern = "biphasic"
     g3 = [p for p in crs if p.crs_grade == 3 and p.crs_pattern != "masked"]
@@ -524,7 +535,7 @@ def _assign_crs_detail(rng: np.random.Generator, plans: list[PatientPlan]) -> No
 
 
 def _excluded_patients(rng: np.random.Generator) -> list[PatientPlan]:
-    """16 excluded: 1 not infused, 4 follow-up < 28 days, 11 data lost (6 monitoring, 5 response)."""
+    """16 excluded: 1 not infused, 4 follow-up < 28 d, 11 data lost (6 monitoring, 5 response)."""
     kinds = (
         [(NOT_INFUSED, None)]
         + [(FOLLOWUP_LT_28D, None)] * 4
@@ -537,12 +548,19 @@ def _excluded_patients(rng: np.random.Generator) -> list[PatientPlan]:
         plan.exclusion, plan.lost_kind = exclusion, lost
         if exclusion == NOT_INFUSED:
             plan.crs_grade, plan.is_toci, plan.toci_mg, plan.steroid_mp_mg = None, False, [], 0.0
-            plan.response, plan.gcsf_days, plan.recorded_grade, plan.crs_onset_h = None, 0, None, None
+            plan.response, plan.gcsf_days, plan.recorded_grade, plan.crs_onset_h = (
+                None,
+                0,
+                None,
+                None,
+            )
             plan.crs_duration_min, plan.icans_grade, plan.il6_falls = None, 0, None
             plan.serious_infection = False
         if exclusion == FOLLOWUP_LT_28D:
-            plan.response = None
-            plan.crs_duration_min = min(plan.crs_duration_min or 0, 5 * 1440) if plan.crs_grade else None
+            plan.response, plan.icans_grade = None, 0
+            plan.crs_duration_min = (
+                min(plan.crs_duration_min or 0, 5 * 1440) if plan.crs_grade else None
+            )
         if lost == "monitoring":
             plan.recorded_grade, plan.icans_grade = None, 0
         if lost == "response":
@@ -598,7 +616,9 @@ def draw_patient_plan(rng: np.random.Generator, *, index: int) -> PatientPlan:
         toci_mg=toci,
         steroid_mp_mg=steroid,
         icans_grade=int(rng.choice([0, 1, 2, 3], p=[0.9, 0.04, 0.03, 0.03])),
-        response=str(rng.choice(["mrd_neg_cr", "mrd_pos_cr", "pr", "nr"], p=[0.85, 0.09, 0.03, 0.03])),
+        response=str(
+            rng.choice(["mrd_neg_cr", "mrd_pos_cr", "pr", "nr"], p=[0.85, 0.09, 0.03, 0.03])
+        ),
         serious_infection=bool(rng.random() < 0.42),
         gcsf_days=int(rng.integers(0, 12)),
         il6_falls=bool(rng.random() < 0.6) if is_toci else None,
@@ -613,7 +633,7 @@ def draw_patient_plan(rng: np.random.Generator, *, index: int) -> PatientPlan:
             plan.recorded_grade, plan.icans_grade, plan.il6_falls = None, 0, None
             plan.gcsf_days, plan.serious_infection = 0, False
         elif plan.exclusion == FOLLOWUP_LT_28D:
-            plan.response = None
+            plan.response, plan.icans_grade = None, 0  # followed too briefly to chart ICANS
             if plan.crs_duration_min:
                 plan.crs_duration_min = min(plan.crs_duration_min, 5 * 1440)
         elif plan.exclusion == DATA_LOST:
@@ -652,9 +672,19 @@ def _assign_followup(rng: np.random.Generator, cohort: list[PatientPlan]) -> Non
 
 
 def _set_outcome(
-    rng: np.random.Generator, plan: PatientPlan, os_days: int, os_event: bool, pfs_days: int, pfs_event: bool
+    rng: np.random.Generator,
+    plan: PatientPlan,
+    os_days: int,
+    os_event: bool,
+    pfs_days: int,
+    pfs_event: bool,
 ) -> None:
-    plan.os_days, plan.os_event, plan.pfs_days, plan.pfs_event = os_days, os_event, pfs_days, pfs_event
+    plan.os_days, plan.os_event, plan.pfs_days, plan.pfs_event = (
+        os_days,
+        os_event,
+        pfs_days,
+        pfs_event,
+    )
     if os_event:
         progressed = pfs_event and pfs_days < os_days
         if progressed:
@@ -662,7 +692,9 @@ def _set_outcome(
         elif plan.serious_infection:
             plan.death_cause = "respiratory failure due to severe pneumonia"
         else:
-            plan.death_cause = str(rng.choice(["disease progression", "cerebral hemorrhage", "sepsis"]))
+            plan.death_cause = str(
+                rng.choice(["disease progression", "cerebral hemorrhage", "sepsis"])
+            )
         if plan.death_cause == "disease progression" and not progressed:
             # Death from progression implies a documented progression before it.
             plan.pfs_days = max(1, os_days - int(rng.integers(10, 40)))

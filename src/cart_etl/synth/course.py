@@ -87,7 +87,7 @@ class Episode:
 
 
 def _u(rng: np.random.Generator, lo: float, hi: float) -> int:
-    return int(round(rng.uniform(lo, hi)))
+    return round(rng.uniform(lo, hi))
 
 
 def _mp_split(rng: np.random.Generator, total: float) -> list[tuple[str, float]]:
@@ -175,14 +175,18 @@ def _support(
         # ASTCT: nasal cannula above 6 L/min is high flow (grade 3), whatever the device name.
         ep.oxygen.append((start, stop, "nasal_cannula", 7.0))
     elif mech == "high_flow_o2":
-        ep.oxygen.append((start, stop, "high_flow_nasal_cannula", float(rng.choice([30.0, 40.0, 50.0]))))
+        ep.oxygen.append(
+            (start, stop, "high_flow_nasal_cannula", float(rng.choice([30.0, 40.0, 50.0])))
+        )
     elif mech == "face_mask":
         ep.oxygen.append((start, stop, "face_mask", float(rng.choice([6.0, 8.0, 10.0]))))
     elif mech == "bipap":
         ep.oxygen.append((start, stop, "bipap", None))
     elif mech in ("norepinephrine", "ne_plus_vasopressin", "two_vasopressors"):
         ep.hypotension.append((start, start))
-        ep.vasopressors.append((start, stop, "norepinephrine", round(float(rng.uniform(0.05, 0.3)), 2), "ug/kg/min"))
+        ep.vasopressors.append(
+            (start, stop, "norepinephrine", round(float(rng.uniform(0.05, 0.3)), 2), "ug/kg/min")
+        )
         inner_start, inner_stop = start + 30, max(start + 31, stop - 30)
         if peak is not None:
             inner_start = min(inner_start, peak)
@@ -201,18 +205,20 @@ def _tail(ep: Episode, after: int, end: int, rng: np.random.Generator) -> None:
     ep.oxygen.append((start, end, "nasal_cannula", float(rng.choice([1.0, 2.0, 3.0]))))
 
 
-def _treatments(ep: Episode, plan: PatientPlan, first: int, end: int, rng: np.random.Generator) -> None:
+def _treatments(
+    ep: Episode, plan: PatientPlan, first: int, end: int, rng: np.random.Generator
+) -> None:
     """Tocilizumab doses (>= 8 h apart) and steroid doses inside the episode."""
     t = first
     for mg in plan.toci_mg:
         ep.toci.append((t, mg))
         t += _u(rng, 8 * 60, 14 * 60)
-    steroid_start = first if not plan.toci_mg else first + _u(rng, 120, 720)
+    steroid_start: int = first if not plan.toci_mg else first + _u(rng, 120, 720)
     steroid_start = min(steroid_start, max(first, end - 60))
     doses = _mp_split(rng, plan.steroid_mp_mg)
     t = steroid_start
-    for drug, mg in doses:
-        ep.steroids.append((t, drug, mg))
+    for drug, dose in doses:
+        ep.steroids.append((t, drug, dose))
         t += _u(rng, 6 * 60, 12 * 60)
 
 
@@ -223,8 +229,12 @@ def _at(day: date, hh: int, mm: int) -> datetime:
     return datetime.combine(day, time(hh, mm), tzinfo=SITE_TZ)
 
 
-def _in(t: int, intervals: list[tuple[int, int]]) -> bool:
-    return any(s <= t <= e for s, e in intervals)
+def _mask(minutes: np.ndarray, intervals: list[tuple[int, int]]) -> np.ndarray:
+    """True where a minute lies in any closed interval."""
+    out = np.zeros(len(minutes), dtype=bool)
+    for start, stop in intervals:
+        out |= (minutes >= start) & (minutes <= stop)
+    return out
 
 
 def simulate(plan: PatientPlan, seed: int) -> ClinicalRecord:
@@ -260,10 +270,14 @@ def simulate(plan: PatientPlan, seed: int) -> ClinicalRecord:
 def _demographics(plan: PatientPlan, rng: np.random.Generator) -> Demographics:
     anchor = plan.planned_date or plan.infusion_date or date(2022, 1, 1)
     birth = anchor - timedelta(days=int(365.25 * plan.age_years + rng.integers(5, 360)))
-    if (anchor.year - birth.year) - ((anchor.month, anchor.day) < (birth.month, birth.day)) != plan.age_years:
+    if (anchor.year - birth.year) - (
+        (anchor.month, anchor.day) < (birth.month, birth.day)
+    ) != plan.age_years:
         birth = date(anchor.year - plan.age_years - 1, anchor.month, 1) + timedelta(days=40)
     genetics = rng.choice(HIGH_RISK_GENETICS if plan.is_high_risk else STANDARD_GENETICS)
-    height = 100 + 4.5 * plan.age_years if plan.age_years < 16 else (172 if plan.sex == "M" else 160)
+    height = (
+        100 + 4.5 * plan.age_years if plan.age_years < 16 else (172 if plan.sex == "M" else 160)
+    )
     name = SURNAMES[int(rng.integers(len(SURNAMES)))] + "".join(
         GIVEN[int(i)] for i in rng.integers(0, len(GIVEN), size=int(rng.integers(1, 3)))
     )
@@ -288,16 +302,15 @@ def _demographics(plan: PatientPlan, rng: np.random.Generator) -> Demographics:
 def _follow_up(plan: PatientPlan, rng: np.random.Generator) -> FollowUp:
     if plan.infusion_date is None:
         anchor = plan.planned_date or date(2022, 1, 1)
-        progression = anchor + timedelta(days=int(rng.integers(3, 12)))
-        death = progression + timedelta(days=int(rng.integers(30, 120)))
-        return FollowUp(death, progression, death, "disease progression")
+        progressed = anchor + timedelta(days=int(rng.integers(3, 12)))
+        died = progressed + timedelta(days=int(rng.integers(30, 120)))
+        return FollowUp(died, progressed, died, "disease progression")
     day0 = plan.infusion_date
     end = day0 + timedelta(days=int(plan.os_days or 0))
-    death = end if plan.os_event else None
-    progression = None
-    if plan.pfs_event and (plan.pfs_days or 0) < (plan.os_days or 0):
-        progression = day0 + timedelta(days=int(plan.pfs_days or 0))
-    elif plan.pfs_event and not plan.os_event:
+    death: date | None = end if plan.os_event else None
+    progression: date | None = None
+    progressed_first = (plan.pfs_days or 0) < (plan.os_days or 0)
+    if plan.pfs_event and (progressed_first or not plan.os_event):
         progression = day0 + timedelta(days=int(plan.pfs_days or 0))
     return FollowUp(end, progression, death, plan.death_cause if death else None)
 
@@ -322,14 +335,13 @@ def _chart(
 ) -> None:
     """Nursing flowsheet: q4h routine, q2h during CRS, every boundary of a sign charted."""
     admission = (infusion_at - 3 * DAY).date()
-    times: set[datetime] = set()
-    day = admission
-    while datetime.combine(day, time(0, 0), tzinfo=SITE_TZ) <= last:
-        for hh in (2, 6, 10, 14, 18, 22):
-            t = _at(day, hh, int(rng.integers(0, 25)))
-            if t <= last:
-                times.add(t)
-        day += DAY
+    n_days = (last.date() - admission).days + 1
+    jitter = rng.integers(0, 25, size=(n_days, 6))
+    times: set[datetime] = {
+        _at(admission + timedelta(days=d), hh, int(jitter[d, k]))
+        for d in range(n_days)
+        for k, hh in enumerate((2, 6, 10, 14, 18, 22))
+    }
     grade = plan.crs_grade or 0
     end = int(plan.crs_duration_min or 0)
     if grade:
@@ -338,52 +350,54 @@ def _chart(
             times.add(t)
             t += 2 * HOUR
         times.update(onset_at + m * MIN for m in ep.chart_minutes())
-    # Keep only times after the previous 2-h slot of the episode: nothing before onset
-    # may be febrile, so drop routine times that would fall inside the pre-onset gap.
+    if plan.pre_infusion_fever:
+        times.add(infusion_at - 2 * HOUR)  # lymphodepletion fever, charted before the infusion
     chart = sorted(t for t in times if t <= last)
-    episode_from = onset_at if grade else None
-    infection_fever = _infection_fever_window(record, plan, infusion_at, onset_at, end)
-    o2_state_on = False
-    for t in chart:
-        minute = int((t - onset_at) / MIN) if episode_from is not None else None
-        in_episode = minute is not None and 0 <= minute <= end
-        key = in_episode or (minute is not None and -240 <= minute <= end + 24 * 60)
-        febrile = False
-        if minute is not None and _in(minute, ep.fever):
-            febrile = minute in ep.forced_fever or rng.random() < 0.8
-        if plan.pre_infusion_fever and infusion_at - 3 * HOUR <= t < infusion_at:
-            febrile = True  # lymphodepletion fever before the infusion: not CRS
-        if infection_fever and infection_fever[0] <= t <= infection_fever[1]:
-            febrile = True
-        temp = round(float(rng.uniform(38.1, 39.9)), 1) if febrile else round(float(rng.uniform(36.2, 37.6)), 1)
-        if grade == 0 and t > infusion_at and rng.random() < 0.01:
-            temp = 37.8  # near-threshold reading, not fever
-        hypo = minute is not None and _in(minute, ep.hypotension)
-        on_vaso = minute is not None and any(s <= minute <= e for s, e, *_ in ep.vasopressors)
-        sbp = rng.uniform(76, 87) if hypo else (rng.uniform(92, 108) if on_vaso else rng.uniform(100, 132))
-        dbp = sbp * rng.uniform(0.55, 0.68)
-        hr = rng.uniform(105, 135) if febrile else rng.uniform(68, 98)
-        device = None
-        if minute is not None:
-            for s, e, dev, flow in ep.oxygen:
-                if s <= minute <= e:
-                    device = (dev, flow)
-        spo2 = rng.uniform(91, 96) if device else rng.uniform(96, 99.5)
-        record.vitals.extend(
-            (
-                VitalSign(t, "temp", temp, key=key or febrile),
-                VitalSign(t, "sbp", float(round(sbp)), key=key or hypo),
-                VitalSign(t, "dbp", float(round(dbp)), key=False),
-                VitalSign(t, "hr", float(round(hr)), key=False),
-                VitalSign(t, "spo2", float(round(spo2)), key=False),
-            )
-        )
-        if device is not None:
-            record.oxygen.append(OxygenCharting(t, device[0], device[1], key=True))
-            o2_state_on = True
-        elif o2_state_on:
+    n = len(chart)
+    # Minutes from onset (None-equivalent: a huge negative number when there is no CRS).
+    minute = np.array([int((t - onset_at) / MIN) for t in chart]) if grade else np.full(n, -(10**9))
+    in_fever = _mask(minute, ep.fever)
+    forced = np.isin(minute, list(ep.forced_fever)) if ep.forced_fever else np.zeros(n, dtype=bool)
+    febrile = in_fever & (forced | (rng.random(n) < 0.8))
+    if plan.pre_infusion_fever:
+        febrile |= np.array([infusion_at - 3 * HOUR <= t < infusion_at for t in chart], dtype=bool)
+    infection = _infection_fever_window(record, plan, infusion_at, onset_at, end)
+    if infection:
+        febrile |= np.array([infection[0] <= t <= infection[1] for t in chart], dtype=bool)
+    temp = np.where(febrile, rng.uniform(38.1, 39.9, n), rng.uniform(36.2, 37.6, n)).round(1)
+    if grade == 0:
+        near = (rng.random(n) < 0.01) & np.array([t > infusion_at for t in chart], dtype=bool)
+        temp = np.where(near, 37.8, temp)  # near-threshold reading, not fever
+    hypo = _mask(minute, ep.hypotension)
+    on_vaso = _mask(minute, [(a, b) for a, b, *_ in ep.vasopressors])
+    sbp = np.where(
+        hypo,
+        rng.uniform(76, 87, n),
+        np.where(on_vaso, rng.uniform(92, 108, n), rng.uniform(100, 132, n)),
+    ).round()
+    dbp = (sbp * rng.uniform(0.55, 0.68, n)).round()
+    hr = np.where(febrile, rng.uniform(105, 135, n), rng.uniform(68, 98, n)).round()
+    device_idx = np.full(n, -1)
+    for i, (a, b, _dev, _flow) in enumerate(ep.oxygen):
+        device_idx = np.where((minute >= a) & (minute <= b), i, device_idx)
+    spo2 = np.where(device_idx >= 0, rng.uniform(91, 96, n), rng.uniform(96, 99.5, n)).round()
+    key = (minute >= -240) & (minute <= end + 24 * 60)
+    o2_on = False
+    vitals = record.vitals
+    for i, t in enumerate(chart):
+        k = bool(key[i])
+        vitals.append(VitalSign(t, "temp", float(temp[i]), key=k or bool(febrile[i])))
+        vitals.append(VitalSign(t, "sbp", float(sbp[i]), key=k or bool(hypo[i])))
+        vitals.append(VitalSign(t, "dbp", float(dbp[i])))
+        vitals.append(VitalSign(t, "hr", float(hr[i])))
+        vitals.append(VitalSign(t, "spo2", float(spo2[i])))
+        if device_idx[i] >= 0:
+            _a, _b, dev, flow = ep.oxygen[int(device_idx[i])]
+            record.oxygen.append(OxygenCharting(t, dev, flow, key=True))
+            o2_on = True
+        elif o2_on:
             record.oxygen.append(OxygenCharting(t, "room_air", None, key=True))
-            o2_state_on = False
+            o2_on = False
     for s, e, drug, rate, unit in ep.vasopressors:
         record.vasopressors.append(
             VasopressorInfusion(onset_at + s * MIN, onset_at + e * MIN, drug, rate, unit, key=True)  # type: ignore[arg-type]
@@ -412,27 +426,43 @@ def _drugs(
     rng: np.random.Generator,
 ) -> None:
     for minute, mg in ep.toci:
-        record.drugs.append(DrugAdministration(onset_at + minute * MIN, "tocilizumab", float(mg), "IV", "CRS", key=True))
-    for minute, drug, mg in ep.steroids:
-        record.drugs.append(DrugAdministration(onset_at + minute * MIN, drug, mg, "IV", "CRS", key=True))  # type: ignore[arg-type]
+        record.drugs.append(
+            DrugAdministration(
+                onset_at + minute * MIN, "tocilizumab", float(mg), "IV", "CRS", key=True
+            )
+        )
+    for minute, drug, dose in ep.steroids:
+        record.drugs.append(
+            DrugAdministration(onset_at + minute * MIN, drug, dose, "IV", "CRS", key=True)  # type: ignore[arg-type]
+        )
     if plan.icans_grade >= 3:
         # Intrathecal dexamethasone for ICANS: recorded, excluded from the systemic total.
         day = onset_at + 3 * DAY
         for k in range(2):
-            record.drugs.append(DrugAdministration(day + k * DAY, "dexamethasone", 5.0, "IT", "ICANS", key=True))
+            record.drugs.append(
+                DrugAdministration(day + k * DAY, "dexamethasone", 5.0, "IT", "ICANS", key=True)
+            )
     if plan.is_included and rng.random() < 0.1 and (plan.os_days or 0) > 45:
         # Prednisone for prolonged cytopenia after day 28: outside the CRS steroid window.
         start = infusion_at + int(rng.integers(35, 42)) * DAY
         for k in range(5):
-            record.drugs.append(DrugAdministration(start + k * DAY, "prednisone", 20.0, "PO", "cytopenia", key=True))
+            record.drugs.append(
+                DrugAdministration(start + k * DAY, "prednisone", 20.0, "PO", "cytopenia", key=True)
+            )
     daily = 150.0 if plan.weight_kg < 45 else 300.0
     first = infusion_at.date() + timedelta(days=int(rng.integers(5, 10)))
     for k in range(plan.gcsf_days):
-        record.drugs.append(DrugAdministration(_at(first + timedelta(days=k), 9, 0), "gcsf", daily, "SC", "neutropenia", key=True))
+        record.drugs.append(
+            DrugAdministration(
+                _at(first + timedelta(days=k), 9, 0), "gcsf", daily, "SC", "neutropenia", key=True
+            )
+        )
     record.drugs.sort(key=lambda d: d.at)
 
 
-def _screening_labs(plan: PatientPlan, demo: Demographics, rng: np.random.Generator) -> list[LabResult]:
+def _screening_labs(
+    plan: PatientPlan, demo: Demographics, rng: np.random.Generator
+) -> list[LabResult]:
     at = _at(demo.screening_date, 8, int(rng.integers(0, 50)))
     return [
         LabResult(at, "marrow_blasts", plan.marrow_blasts_pct, key=True),
@@ -444,7 +474,11 @@ def _screening_labs(plan: PatientPlan, demo: Demographics, rng: np.random.Genera
 
 
 def _il6_peak(grade: int, rng: np.random.Generator) -> float:
-    return float({0: rng.uniform(5, 20), 1: rng.uniform(40, 250), 2: rng.uniform(150, 1500)}.get(grade, rng.uniform(800, 8000)))
+    return float(
+        {0: rng.uniform(5, 20), 1: rng.uniform(40, 250), 2: rng.uniform(150, 1500)}.get(
+            grade, rng.uniform(800, 8000)
+        )
+    )
 
 
 def _labs(
@@ -461,7 +495,7 @@ def _labs(
     end_min = int(plan.crs_duration_min or 0)
     peak = _il6_peak(grade, rng)
     first_toci = onset_at + ep.toci[0][0] * MIN if ep.toci else None
-    days = list(range(-2, 15, 2)) + [21, 28]
+    days = [*list(range(-2, 15, 2)), 21, 28]
     if grade:
         onset_day = (onset_at.date() - infusion_at.date()).days
         days += list(range(onset_day, onset_day + int(end_min / 1440) + 2))
@@ -484,7 +518,9 @@ def _labs(
         record.labs.append(LabResult(pre_at, "il6", pre, key=True))
         record.labs.extend(x for x in _cytokine_panel(pre_at, pre, plan, rng) if x.test != "il6")
         record.labs.append(LabResult(post_at, "il6", post, key=True))
-        record.labs.extend(x for x in _cytokine_panel(post_at, pre * 0.6, plan, rng) if x.test != "il6")
+        record.labs.extend(
+            x for x in _cytokine_panel(post_at, pre * 0.6, plan, rng) if x.test != "il6"
+        )
     record.labs.sort(key=lambda x: x.at)
 
 
@@ -496,7 +532,9 @@ def _cytokine_level(peak: float, rel_days: float, duration_days: float, grade: i
     return max(3.0, peak * np.exp(-(rel_days - duration_days)))
 
 
-def _cytokine_panel(at: datetime, il6: float, plan: PatientPlan, rng: np.random.Generator) -> list[LabResult]:
+def _cytokine_panel(
+    at: datetime, il6: float, plan: PatientPlan, rng: np.random.Generator
+) -> list[LabResult]:
     level = max(1.5, il6)
     labs = [
         LabResult(at, "il6", round(level * rng.uniform(0.9, 1.1), 1)),
@@ -522,32 +560,57 @@ def _blood_counts(at: datetime, day: int, rng: np.random.Generator) -> list[LabR
     ]
 
 
+def _icans_pattern(grade: int, days: int) -> list[int]:
+    """Daily ICANS grades: rise to the peak (reached even when the course is short), then ease."""
+    if not grade or not days:
+        return []
+    peak = min(days - 1, grade - 1)
+    return [max(1, grade - abs(peak - i)) for i in range(days)]
+
+
 def _assessments(
-    record: ClinicalRecord, plan: PatientPlan, infusion_at: datetime, onset_at: datetime, rng: np.random.Generator
+    record: ClinicalRecord,
+    plan: PatientPlan,
+    infusion_at: datetime,
+    onset_at: datetime,
+    rng: np.random.Generator,
 ) -> None:
     """ICE/ICANS, the physician's CRS grade, day-28 response and infections."""
     day0 = infusion_at.date()
     if plan.has_monitoring:
         onset_day = (onset_at.date() - day0).days if plan.crs_grade else 3
         icans_start = onset_day + 2
-        pattern = {3: [1, 2, 3, 3, 2, 1, 1], 2: [1, 2, 2, 1], 1: [1, 1]}.get(plan.icans_grade, [])
-        pattern = (pattern + [1] * plan.icans_days)[: plan.icans_days] if plan.icans_grade else []
+        pattern = _icans_pattern(plan.icans_grade, plan.icans_days)
         ice_for = {0: 10, 1: 8, 2: 5, 3: 2, 4: 0}
         n_days = min(14, max(0, (record.follow_up.last_contact_date - day0).days - 1))
         for d in range(1, max(n_days, icans_start + len(pattern)) + 1):
             k = d - icans_start
             grade = pattern[k] if 0 <= k < len(pattern) else 0
-            record.icans.append(IcansAssessment(_at(day0 + timedelta(days=d), 8, 0), ice_for[grade], grade))
+            record.icans.append(
+                IcansAssessment(_at(day0 + timedelta(days=d), 8, 0), ice_for[grade], grade)
+            )
         if plan.recorded_grade is not None:
             when = onset_at + 36 * HOUR if plan.crs_grade else infusion_at + 14 * DAY
             record.recorded_crs = RecordedCrsGrade(when, plan.recorded_grade)
     if plan.response is not None:
         at = _at(day0 + timedelta(days=int(rng.integers(26, 31))), 9, 30)
         morphology, blasts, mrd = {
-            "mrd_neg_cr": ("CR" if rng.random() < 0.75 else "CRi", round(float(rng.uniform(0, 3)), 1), 0.0),
-            "mrd_pos_cr": ("CR" if rng.random() < 0.6 else "CRi", round(float(rng.uniform(0.5, 4.5)), 1), round(float(rng.uniform(0.02, 2.5)), 2)),
+            "mrd_neg_cr": (
+                "CR" if rng.random() < 0.75 else "CRi",
+                round(float(rng.uniform(0, 3)), 1),
+                0.0,
+            ),
+            "mrd_pos_cr": (
+                "CR" if rng.random() < 0.6 else "CRi",
+                round(float(rng.uniform(0.5, 4.5)), 1),
+                round(float(rng.uniform(0.02, 2.5)), 2),
+            ),
             "pr": ("PR", round(float(rng.uniform(6, 24)), 1), round(float(rng.uniform(3, 20)), 2)),
-            "nr": ("NR", round(float(rng.uniform(30, 80)), 1), round(float(rng.uniform(20, 70)), 2)),
+            "nr": (
+                "NR",
+                round(float(rng.uniform(30, 80)), 1),
+                round(float(rng.uniform(20, 70)), 2),
+            ),
         }[plan.response]
         record.response = ResponseAssessment(at, morphology, blasts, mrd)  # type: ignore[arg-type]
     if plan.serious_infection:
@@ -559,4 +622,11 @@ def _assessments(
             onset = max(day0 + timedelta(days=1), record.follow_up.death_date - timedelta(days=10))
         record.infections.append(Infection(onset, site, organism, grade))
     elif rng.random() < 0.3:
-        record.infections.append(Infection(day0 + timedelta(days=int(rng.integers(5, 60))), "upper respiratory tract", "rhinovirus", 2))
+        record.infections.append(
+            Infection(
+                day0 + timedelta(days=int(rng.integers(5, 60))),
+                "upper respiratory tract",
+                "rhinovirus",
+                2,
+            )
+        )

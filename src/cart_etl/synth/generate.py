@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import multiprocessing
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -125,7 +127,9 @@ def truth_row(plan: PatientPlan, record: ClinicalRecord) -> dict[str, object]:
         "exclusion_reason": plan.exclusion,
         "is_included": plan.is_included,
         "is_toci": bool(plan.toci_mg),
-        "age_years": _age(demo.birth_date, record.infusion.at.date() if record.infusion else demo.screening_date),
+        "age_years": _age(
+            demo.birth_date, record.infusion.at.date() if record.infusion else demo.screening_date
+        ),
         "sex": demo.sex,
         "is_high_risk": demo.is_high_risk,
         "lines_of_therapy": demo.lines_of_therapy,
@@ -178,7 +182,9 @@ def supplement_row(plan: PatientPlan, record: ClinicalRecord) -> dict[str, objec
         "study_id": plan.study_id,
         "infusion_date": record.infusion.at.date().isoformat() if record.infusion else None,
         "crs_grade_recorded": recorded,
-        "recorded_grade_disagrees": (recorded != grade) if recorded is not None and grade is not None else None,
+        "recorded_grade_disagrees": (recorded != grade)
+        if recorded is not None and grade is not None
+        else None,
         "crs_pattern": plan.crs_pattern if grade else None,
         "crs_max_grade_mechanism": plan.crs_mechanism if grade else None,
         "pre_infusion_fever": plan.pre_infusion_fever and plan.has_monitoring,
@@ -210,6 +216,20 @@ def plans_for(patients: int, seed: int) -> tuple[Iterator[PatientPlan], bool]:
     return registry_plans(patients, seed), False
 
 
+# Above this size the FHIR writer runs in a second process (it re-simulates each patient
+# from the same seed, so both outputs stay deterministic and memory stays flat).
+PARALLEL_FHIR_FROM = 200
+
+
+def write_fhir(out_dir: Path, patients: int, seed: int, defects: bool) -> list[DefectRecord]:
+    """Simulate every patient and write only the FHIR output (the parallel half of generate)."""
+    plans, _ = plans_for(patients, seed)
+    with FhirWriter(out_dir / "fhir", defects=defects, seed=seed) as writer:
+        for plan in plans:
+            writer.write(simulate(plan, seed))
+        return writer.close()
+
+
 def generate(
     out_dir: Path,
     *,
@@ -231,12 +251,20 @@ def generate(
     plans, calibrated = plans_for(patients, seed)
     injected: list[DefectRecord] = []
     count = 0
+    pool: ProcessPoolExecutor | None = None
+    fhir_future: Future[list[DefectRecord]] | None = None
+    if fhir and patients >= PARALLEL_FHIR_FROM:
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        fhir_future = pool.submit(write_fhir, out_dir, patients, seed, defects)
     with (
         (truth_dir / "patients.csv").open("w", newline="", encoding="utf-8") as truth_fh,
         (truth_dir / "supplement.csv").open("w", newline="", encoding="utf-8") as sup_fh,
         SiteExportWriter(out_dir / "site_export", defects=defects, seed=seed) as site,
     ):
-        fhir_writer = FhirWriter(out_dir / "fhir", defects=defects, seed=seed) if fhir else None
+        in_process = fhir and fhir_future is None
+        fhir_writer = (
+            FhirWriter(out_dir / "fhir", defects=defects, seed=seed) if in_process else None
+        )
         truth = csv.DictWriter(truth_fh, fieldnames=TRUTH_COLUMNS, lineterminator="\n")
         sup = csv.DictWriter(sup_fh, fieldnames=SUPPLEMENT_COLUMNS, lineterminator="\n")
         truth.writeheader()
@@ -257,6 +285,9 @@ def generate(
                 injected.extend(fhir_writer.close())
         injected = site.close() + injected
         files = dict(site.rows_written)
+    if fhir_future is not None and pool is not None:
+        with pool:
+            injected.extend(fhir_future.result())
     with (truth_dir / "defects.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=DEFECT_COLUMNS, lineterminator="\n")
         writer.writeheader()

@@ -48,7 +48,13 @@ Vasopressor = Literal["norepinephrine", "dopamine", "epinephrine", "phenylephrin
 Route = Literal["IV", "PO", "SC", "IT"]
 
 # Canonical (UCUM) units per item; writers may print local spellings.
-VITAL_UNITS: dict[str, str] = {"temp": "Cel", "sbp": "mm[Hg]", "dbp": "mm[Hg]", "hr": "/min", "spo2": "%"}
+VITAL_UNITS: dict[str, str] = {
+    "temp": "Cel",
+    "sbp": "mm[Hg]",
+    "dbp": "mm[Hg]",
+    "hr": "/min",
+    "spo2": "%",
+}
 LAB_UNITS: dict[str, str] = {
     "il6": "pg/mL",
     "il10": "pg/mL",
@@ -282,7 +288,9 @@ def example_record() -> ClinicalRecord:
         DrugAdministration(t0 + 10 * 24 * h, "gcsf", 300.0, "SC", "neutropenia"),
     ]
     vaso = [
-        VasopressorInfusion(onset + 6 * h, onset + 20 * h, "norepinephrine", 0.1, "ug/kg/min", key=True)
+        VasopressorInfusion(
+            onset + 6 * h, onset + 20 * h, "norepinephrine", 0.1, "ug/kg/min", key=True
+        )
     ]
     return ClinicalRecord(
         demographics=demo,

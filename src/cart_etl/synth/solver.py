@@ -38,7 +38,13 @@ def group_slots(
         return [fixed(median)]
     if n % 2:
         half = (n - 3) // 2
-        return [fixed(lo), *[Slot(lo, median)] * half, fixed(median), *[Slot(median, hi)] * half, fixed(hi)]
+        return [
+            fixed(lo),
+            *[Slot(lo, median)] * half,
+            fixed(median),
+            *[Slot(median, hi)] * half,
+            fixed(hi),
+        ]
     half = (n - 4) // 2
     m_lo, m_hi = median - pair_offset, median + pair_offset
     return [
@@ -51,7 +57,7 @@ def group_slots(
     ]
 
 
-def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
+def mann_whitney_p(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
     """Two-sided Mann-Whitney U p-value, scipy defaults (the test the paper names)."""
     return float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
 
@@ -134,9 +140,7 @@ def two_group_objective(target_p: float | None, total_median: float | None) -> O
     return objective
 
 
-def logrank_p(
-    durations: np.ndarray, events: np.ndarray, in_group: np.ndarray
-) -> float:
+def logrank_p(durations: np.ndarray, events: np.ndarray, in_group: np.ndarray) -> float:
     """Two-group log-rank (Mantel-Cox) p-value, vectorised for use inside the climber.
 
     Same statistic as ``lifelines.statistics.logrank_test`` (tested against it), ~300x
