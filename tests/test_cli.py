@@ -21,7 +21,9 @@ def test_01_help_lists_commands():
 
 
 def test_02_synth_small_registry_quiet(tmp_path: Path):
-    result = runner.invoke(app, ["synth", "--out", str(tmp_path / "o"), "--patients", "3", "--no-fhir", "--quiet"])
+    result = runner.invoke(
+        app, ["synth", "--out", str(tmp_path / "o"), "--patients", "3", "--no-fhir", "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o" / "truth" / "patients.csv").read_text().count("\n") == 4
     assert not (tmp_path / "o" / "fhir").exists()
@@ -37,7 +39,9 @@ def test_04_error_is_one_line_not_a_traceback(tmp_path: Path):
     bad.write_text("not a database")
     proc = subprocess.run(
         [sys.executable, "-m", "cart_etl", "init-store", "--store", str(bad)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "error:" in proc.stderr

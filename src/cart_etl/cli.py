@@ -125,7 +125,9 @@ def _print_synth_summary(
         table.add_row(name, f"{rows:,}")
     console.print(table)
     console.print(f"defects injected: {defects} (listed in {out / 'truth' / 'defects.csv'})")
-    console.print(f"truth: {out / 'truth' / 'patients.csv'}; FHIR: {out / 'fhir'}")
+    fhir_dir = out / "fhir"
+    where_fhir = f"; FHIR: {fhir_dir}" if fhir_dir.exists() else ""
+    console.print(f"truth: {out / 'truth' / 'patients.csv'}{where_fhir}")
 
 
 @app.command("init-store")

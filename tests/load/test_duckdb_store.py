@@ -14,9 +14,16 @@ from cart_etl.load import duckdb_store as store
 
 def test_01_connect_creates_schemas_and_etl_tables(tmp_path: Path):
     con = store.connect(tmp_path / "s.duckdb")
-    schemas = {r[0] for r in con.execute("SELECT schema_name FROM information_schema.schemata").fetchall()}
+    schemas = {
+        r[0] for r in con.execute("SELECT schema_name FROM information_schema.schemata").fetchall()
+    }
     assert set(store.SCHEMAS) <= schemas
-    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema='etl'").fetchall()}
+    tables = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema='etl'"
+        ).fetchall()
+    }
     assert tables == {"runs", "quarantine"}
     store.init_store(con)  # idempotent
     con.close()
@@ -25,12 +32,24 @@ def test_01_connect_creates_schemas_and_etl_tables(tmp_path: Path):
 def test_02_run_log_and_quarantine_round_trip(tmp_path: Path):
     con = store.connect(tmp_path / "s.duckdb")
     run = store.start_run(con, "cart-etl run --site x", {"a.csv": "abc"})
-    case = FailureCase("site", "a.csv", "12", "结果", "371", "vital.temp.range", "temperature 371 Cel is impossible; fix the decimal point")
+    case = FailureCase(
+        "site",
+        "a.csv",
+        "12",
+        "结果",
+        "371",
+        "vital.temp.range",
+        "temperature 371 Cel is impossible; fix the decimal point",
+    )
     assert store.quarantine(con, run, [case]) == 1
     store.finish_run(con, run, status="succeeded", row_counts={"a.csv": 10})
-    status, counts, checks = con.execute("SELECT status, row_counts, input_checksums FROM etl.runs").fetchone()
+    status, counts, checks = con.execute(
+        "SELECT status, row_counts, input_checksums FROM etl.runs"
+    ).fetchone()
     assert status == "succeeded" and '"a.csv":10' in counts.replace(" ", "") and "abc" in checks
-    assert con.execute("SELECT rule_id, row_ref FROM etl.quarantine").fetchall() == [("vital.temp.range", "12")]
+    assert con.execute("SELECT rule_id, row_ref FROM etl.quarantine").fetchall() == [
+        ("vital.temp.range", "12")
+    ]
     con.close()
 
 
@@ -60,4 +79,6 @@ def test_05_read_only_missing_store_says_how_to_create_it(tmp_path: Path):
 def test_06_file_checksum_is_sha256(tmp_path: Path):
     f = tmp_path / "x.txt"
     f.write_bytes(b"abc")
-    assert store.file_checksum(f) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert (
+        store.file_checksum(f) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from lifelines.statistics import logrank_test
 from scipy import stats
+
 from tests.conftest import PUBLISHED
 
 P_TOL = 0.01

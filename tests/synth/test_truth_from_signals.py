@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from tests.synth import oracle
 
 from cart_etl.synth.course import simulate
 from cart_etl.synth.generate import TRUTH_COLUMNS, plans_for, truth_row
+from tests.synth import oracle
 
 SEED = 2025
 

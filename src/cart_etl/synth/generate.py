@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import multiprocessing
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 import numpy as np
@@ -251,19 +251,74 @@ def generate(
     plans, calibrated = plans_for(patients, seed)
     injected: list[DefectRecord] = []
     count = 0
-    pool: ProcessPoolExecutor | None = None
-    fhir_future: Future[list[DefectRecord]] | None = None
+    pool = None
+    fhir_future: AsyncResult[list[DefectRecord]] | None = None
     if fhir and patients >= PARALLEL_FHIR_FROM:
-        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        fhir_future = pool.submit(write_fhir, out_dir, patients, seed, defects)
+        pool = multiprocessing.get_context("spawn").Pool(1)
+        fhir_future = pool.apply_async(write_fhir, (out_dir, patients, seed, defects))
+    try:
+        files, count = _write_site_and_truth(
+            out_dir,
+            plans,
+            seed=seed,
+            defects=defects,
+            in_process_fhir=fhir and pool is None,
+            injected=injected,
+            on_patient=on_patient,
+        )
+        if fhir_future is not None:
+            injected.extend(fhir_future.get())
+    except BaseException:
+        if pool is not None:
+            pool.terminate()  # do not leave a child writing FHIR after a failure or Ctrl-C
+        raise
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    with (truth_dir / "defects.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=DEFECT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        # Site-export defects first, then FHIR: the same order whichever process wrote FHIR.
+        for defect in sorted(injected, key=lambda d: d.file.startswith("fhir/")):
+            writer.writerow(asdict(defect))
+    summary = SynthSummary(out_dir, count, seed, calibrated, len(injected), files)
+    manifest = {
+        "generator": "cart-etl synth",
+        "site": SITE_NAME,
+        "site_mapping": f"mappings/sites/{SITE_NAME}.yaml",
+        "patients": count,
+        "seed": seed,
+        "calibrated_to": "Zhou et al. Front Immunol 2025;16:1530623" if calibrated else None,
+        "defects_injected": len(injected),
+        "fhir": fhir,
+        "data_cut": DATA_CUT.isoformat(),
+        "site_export_rows": files,
+    }
+    (out_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    return summary
+
+
+def _write_site_and_truth(
+    out_dir: Path,
+    plans: Iterator[PatientPlan],
+    *,
+    seed: int,
+    defects: bool,
+    in_process_fhir: bool,
+    injected: list[DefectRecord],
+    on_patient: Callable[[int], None] | None,
+) -> tuple[dict[str, int], int]:
+    """Simulate each patient; write the site export, truth rows and (optionally) FHIR."""
+    truth_dir = out_dir / "truth"
+    count = 0
     with (
         (truth_dir / "patients.csv").open("w", newline="", encoding="utf-8") as truth_fh,
         (truth_dir / "supplement.csv").open("w", newline="", encoding="utf-8") as sup_fh,
         SiteExportWriter(out_dir / "site_export", defects=defects, seed=seed) as site,
     ):
-        in_process = fhir and fhir_future is None
         fhir_writer = (
-            FhirWriter(out_dir / "fhir", defects=defects, seed=seed) if in_process else None
+            FhirWriter(out_dir / "fhir", defects=defects, seed=seed) if in_process_fhir else None
         )
         truth = csv.DictWriter(truth_fh, fieldnames=TRUTH_COLUMNS, lineterminator="\n")
         sup = csv.DictWriter(sup_fh, fieldnames=SUPPLEMENT_COLUMNS, lineterminator="\n")
@@ -283,27 +338,6 @@ def generate(
         finally:
             if fhir_writer is not None:
                 injected.extend(fhir_writer.close())
-        injected = site.close() + injected
+        injected[:0] = site.close()
         files = dict(site.rows_written)
-    if fhir_future is not None and pool is not None:
-        with pool:
-            injected.extend(fhir_future.result())
-    with (truth_dir / "defects.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=DEFECT_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for defect in injected:
-            writer.writerow(asdict(defect))
-    summary = SynthSummary(out_dir, count, seed, calibrated, len(injected), files)
-    manifest = {
-        "generator": "cart-etl synth",
-        "site": SITE_NAME,
-        "site_mapping": f"mappings/sites/{SITE_NAME}.yaml",
-        "patients": count,
-        "seed": seed,
-        "calibrated_to": "Zhou et al. Front Immunol 2025;16:1530623" if calibrated else None,
-        "defects_injected": len(injected),
-        "data_cut": DATA_CUT.isoformat(),
-        "site_export_rows": files,
-    }
-    (out_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    return summary
+    return files, count
