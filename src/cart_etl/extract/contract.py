@@ -86,7 +86,7 @@ def columns_of(entity: str) -> tuple[str, ...]:
 
 def empty_frame(entity: str) -> pl.DataFrame:
     """A zero-row frame with the entity's schema."""
-    return pl.DataFrame(schema={c: pl.String for c in columns_of(entity)})
+    return pl.DataFrame(schema=dict.fromkeys(columns_of(entity), pl.String))
 
 
 def conform(entity: str, frame: pl.DataFrame) -> pl.DataFrame:

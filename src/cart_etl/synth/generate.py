@@ -249,25 +249,40 @@ def generate(
     truth_dir = out_dir / "truth"
     truth_dir.mkdir(exist_ok=True)
     plans, calibrated = plans_for(patients, seed)
-    injected: list[DefectRecord] = []
-    count = 0
+    fhir_defects: list[DefectRecord] = []
     pool = None
     fhir_future: AsyncResult[list[DefectRecord]] | None = None
     if fhir and patients >= PARALLEL_FHIR_FROM:
         pool = multiprocessing.get_context("spawn").Pool(1)
         fhir_future = pool.apply_async(write_fhir, (out_dir, patients, seed, defects))
+    defects_fh = (truth_dir / "defects.csv").open("w", newline="", encoding="utf-8")
+    defect_writer = csv.DictWriter(defects_fh, fieldnames=DEFECT_COLUMNS, lineterminator="\n")
+    defect_writer.writeheader()
+    n_site_defects = 0
+
+    def site_defect(defect: DefectRecord) -> None:
+        # Streamed to disk as injected: a 10 000-patient registry has ~10^5 defects.
+        nonlocal n_site_defects
+        defect_writer.writerow(asdict(defect))
+        n_site_defects += 1
+
     try:
-        files, count = _write_site_and_truth(
-            out_dir,
-            plans,
-            seed=seed,
-            defects=defects,
-            in_process_fhir=fhir and pool is None,
-            injected=injected,
-            on_patient=on_patient,
-        )
-        if fhir_future is not None:
-            injected.extend(fhir_future.get())
+        with defects_fh:
+            files, count = _write_site_and_truth(
+                out_dir,
+                plans,
+                seed=seed,
+                defects=defects,
+                in_process_fhir=fhir and pool is None,
+                site_defect=site_defect,
+                fhir_defects=fhir_defects,
+                on_patient=on_patient,
+            )
+            if fhir_future is not None:
+                fhir_defects.extend(fhir_future.get())
+            # Site-export defects first, then FHIR: the same order whichever process wrote FHIR.
+            for defect in fhir_defects:
+                defect_writer.writerow(asdict(defect))
     except BaseException:
         if pool is not None:
             pool.terminate()  # do not leave a child writing FHIR after a failure or Ctrl-C
@@ -276,13 +291,8 @@ def generate(
         if pool is not None:
             pool.close()
             pool.join()
-    with (truth_dir / "defects.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=DEFECT_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        # Site-export defects first, then FHIR: the same order whichever process wrote FHIR.
-        for defect in sorted(injected, key=lambda d: d.file.startswith("fhir/")):
-            writer.writerow(asdict(defect))
-    summary = SynthSummary(out_dir, count, seed, calibrated, len(injected), files)
+    injected = n_site_defects + len(fhir_defects)
+    summary = SynthSummary(out_dir, count, seed, calibrated, injected, files)
     manifest = {
         "generator": "cart-etl synth",
         "site": SITE_NAME,
@@ -290,7 +300,7 @@ def generate(
         "patients": count,
         "seed": seed,
         "calibrated_to": "Zhou et al. Front Immunol 2025;16:1530623" if calibrated else None,
-        "defects_injected": len(injected),
+        "defects_injected": injected,
         "fhir": fhir,
         "data_cut": DATA_CUT.isoformat(),
         "site_export_rows": files,
@@ -306,7 +316,8 @@ def _write_site_and_truth(
     seed: int,
     defects: bool,
     in_process_fhir: bool,
-    injected: list[DefectRecord],
+    site_defect: Callable[[DefectRecord], None],
+    fhir_defects: list[DefectRecord],
     on_patient: Callable[[int], None] | None,
 ) -> tuple[dict[str, int], int]:
     """Simulate each patient; write the site export, truth rows and (optionally) FHIR."""
@@ -315,7 +326,9 @@ def _write_site_and_truth(
     with (
         (truth_dir / "patients.csv").open("w", newline="", encoding="utf-8") as truth_fh,
         (truth_dir / "supplement.csv").open("w", newline="", encoding="utf-8") as sup_fh,
-        SiteExportWriter(out_dir / "site_export", defects=defects, seed=seed) as site,
+        SiteExportWriter(
+            out_dir / "site_export", defects=defects, seed=seed, defect_sink=site_defect
+        ) as site,
     ):
         fhir_writer = (
             FhirWriter(out_dir / "fhir", defects=defects, seed=seed) if in_process_fhir else None
@@ -337,7 +350,7 @@ def _write_site_and_truth(
                     on_patient(count)
         finally:
             if fhir_writer is not None:
-                injected.extend(fhir_writer.close())
-        injected[:0] = site.close()
+                fhir_defects.extend(fhir_writer.close())
+        site.close()
         files = dict(site.rows_written)
     return files, count

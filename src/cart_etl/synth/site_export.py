@@ -943,13 +943,22 @@ class SiteExportWriter:
     clean export (``defects=False``) is identical except at exactly those cells and rows.
     """
 
-    def __init__(self, out_dir: Path, *, defects: bool, seed: int) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        defects: bool,
+        seed: int,
+        defect_sink: Callable[[DefectRecord], None] | None = None,
+    ) -> None:
         """Create the export directory and open every file (headers are written at once).
 
         Args:
             out_dir: ``<synth_out>/site_export``; DefectRecord paths start with its name.
             defects: Inject the defects of ``DEFECT_CATALOGUE``.
             seed: Cohort seed; only the defect planner draws from it.
+            defect_sink: Receives each DefectRecord as it is injected (then ``close`` returns
+                none), so registries of millions of rows keep memory flat.
         """
         out_dir.mkdir(parents=True, exist_ok=True)
         self._prefix = out_dir.name
@@ -961,6 +970,7 @@ class SiteExportWriter:
             for name, layout in LAYOUTS.items()
         }
         self._defects: list[DefectRecord] = []
+        self._defect_sink = defect_sink if defect_sink is not None else self._defects.append
         self._mrns: set[str] = set()  # register MRNs, so a typo never hits a real one
         self._specimens = 0
         self._typo_cache: tuple[str, list[str]] = ("", [])
@@ -1105,7 +1115,7 @@ class SiteExportWriter:
             if kind == "duplicated_row":
                 duplicated.append(index)
                 text = ",".join(_cell_text(layout, c) for c in row)
-                self._defects.append(
+                self._defect_sink(
                     DefectRecord(file, str(row_no + 1), "*", kind, "", text, study_id)
                 )
             else:
@@ -1113,7 +1123,7 @@ class SiteExportWriter:
                 if changes is None:
                     continue
                 for c, new in changes:
-                    self._defects.append(
+                    self._defect_sink(
                         DefectRecord(
                             file,
                             str(row_no),
