@@ -1,0 +1,1 @@
+"""Transform stage: staging (rename, cast, units) and pure clinical derivations."""
