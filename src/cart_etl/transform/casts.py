@@ -70,14 +70,14 @@ def parse_local_datetime(
         candidates.append(parsed)
     if excel_serial:
         serial = pl.when(text.str.contains(_NUMBER)).then(text.cast(pl.Float64, strict=False))
-        as_local = (
-            pl.lit(EXCEL_EPOCH).dt.cast_time_unit("us")
-            + pl.duration(milliseconds=(serial * 86_400_000).round(0).cast(pl.Int64))
+        as_local = pl.lit(EXCEL_EPOCH).dt.cast_time_unit("us") + pl.duration(
+            milliseconds=(serial * 86_400_000).round(0).cast(pl.Int64)
         )
         as_local = as_local.dt.round(_ROUND[precision])
         candidates.append(
-            as_local.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
-            .dt.convert_time_zone("UTC")
+            as_local.dt.replace_time_zone(
+                timezone, ambiguous="earliest", non_existent="null"
+            ).dt.convert_time_zone("UTC")
         )
     return pl.coalesce(candidates)
 

@@ -1,0 +1,180 @@
+"""Staging: canonical raw frames -> typed frames (rename, cast, map codes, convert units only).
+
+One ``stg_<entity>()`` per canonical entity. Each keeps the raw text beside the typed
+value (``*_raw``) so that quarantine messages and provenance show what the source wrote,
+and flags every silent-looking change (``is_unit_converted``, ``is_unit_inferred``,
+``has_decimal_comma``). Nothing is dropped here: rows that do not cast end with nulls and
+the staged pandera models (``cart_etl.validate.staged``) quarantine them with a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from cart_etl.config import PROJECT_ROOT
+from cart_etl.transform.casts import (
+    has_decimal_comma,
+    normalise_text,
+    parse_local_datetime,
+    parse_number,
+)
+
+ISO_FORMATS: tuple[str, ...] = (
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+    "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%dT%H:%M%z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DateFormats:
+    """How one input file writes timestamps (from its site mapping entry)."""
+
+    formats: tuple[str, ...]
+    precision: str = "second"
+    excel_serial: bool = True
+
+
+@dataclass(frozen=True)
+class StagingContext:
+    """Everything staging needs to know about a source, built from its mapping.
+
+    Attributes:
+        timezone: IANA zone of naive timestamps.
+        dates: date formats by raw ``file`` value; files not listed use ISO 8601.
+        concepts: ``(system, normalised code) -> canonical key`` for items, tests, drugs.
+        units: normalised printed unit -> UCUM code.
+        default_units: canonical key -> UCUM used when the unit cell is blank and the
+            mapping declares exactly one unit for the item (flagged ``is_unit_inferred``).
+        oxygen_devices: ``(regex, device)`` in match order, applied to normalised text.
+        flow_regex: regex whose first group is the charted flow in L/min.
+    """
+
+    timezone: str
+    dates: Mapping[str, DateFormats] = field(default_factory=dict)
+    concepts: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    units: Mapping[str, str] = field(default_factory=dict)
+    default_units: Mapping[str, str] = field(default_factory=dict)
+    oxygen_devices: tuple[tuple[str, str], ...] = ()
+    flow_regex: str = r"(\d+(?:\.\d+)?)\s*L/min"
+
+
+@cache
+def plausibility(path: Path | None = None) -> dict:  # type: ignore[type-arg]
+    """The plausibility/units data file (``mappings/validation/plausibility.yaml``)."""
+    target = path or PROJECT_ROOT / "mappings" / "validation" / "plausibility.yaml"
+    return yaml.safe_load(target.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def canonical_units() -> dict[str, str]:
+    """canonical measurement key -> its canonical UCUM unit."""
+    return {k: v["unit"] for k, v in plausibility()["measurements"].items()}
+
+
+def _parse_at(ctx: StagingContext, raw: pl.Expr, file_col: str = "file") -> pl.Expr:
+    """Per-file declared formats; files without a declaration are ISO 8601 (FHIR, SQL dumps)."""
+    iso = parse_local_datetime(
+        raw.str.replace(r"Z$", "+00:00"), ISO_FORMATS, timezone=ctx.timezone, excel_serial=False
+    )
+    expr: pl.Expr | None = None
+    for file, spec in ctx.dates.items():
+        parsed = parse_local_datetime(
+            raw,
+            spec.formats,
+            timezone=ctx.timezone,
+            excel_serial=spec.excel_serial,
+            precision=spec.precision,
+        )
+        if expr is None:
+            expr = pl.when(pl.col(file_col) == file).then(parsed)
+        else:
+            expr = expr.when(pl.col(file_col) == file).then(parsed)  # type: ignore[attr-defined]
+    return iso if expr is None else expr.otherwise(iso)  # type: ignore[attr-defined]
+
+
+def _concept(ctx: StagingContext, system: str, code: str) -> pl.Expr:
+    """Look up (system, NFKC-normalised code) in the context's concept map."""
+    keys = pl.concat_str([pl.col(system), pl.lit("\x1f"), normalise_text(pl.col(code))])
+    mapping = {f"{s}\x1f{c}": v for (s, c), v in ctx.concepts.items()}
+    return keys.replace_strict(mapping, default=None, return_dtype=pl.String)
+
+
+def _unit(ctx: StagingContext, raw: pl.Expr) -> pl.Expr:
+    """Printed unit -> UCUM; UCUM codes pass through (FHIR already sends UCUM)."""
+    text = normalise_text(raw)
+    known = dict(ctx.units)
+    known.update({u: u for u in set(ctx.units.values())})
+    return text.replace_strict(known, default=None, return_dtype=pl.String)
+
+
+def _convert(value: pl.Expr, from_unit: pl.Expr, to_unit: pl.Expr) -> pl.Expr:
+    """value in ``from_unit`` -> ``to_unit`` with the conversion table; null if unknown."""
+    out: pl.Expr = pl.lit(None, dtype=pl.Float64)
+    for pair, spec in plausibility()["conversions"].items():
+        src, dst = pair.split("->")
+        converted = value * spec["factor"] + spec["offset"]
+        out = pl.when((from_unit == src) & (to_unit == dst)).then(converted).otherwise(out)
+    return pl.when(from_unit == to_unit).then(value).otherwise(out)
+
+
+def stg_measurements(df: pl.DataFrame, ctx: StagingContext, *, code: str) -> pl.DataFrame:
+    """Vital signs or lab results: one row per measurement, canonical unit.
+
+    Grain: one row per raw row. ``code`` is the code column prefix ("item" for vitals,
+    "test" for labs). The canonical unit per item comes from the plausibility file; the
+    source unit is the printed unit mapped to UCUM, or, when the cell is blank, the single
+    unit the mapping declares for the item (``is_unit_inferred``).
+    """
+    targets = canonical_units()
+    key = _concept(ctx, f"{code}_system", f"{code}_code")
+    printed = _unit(ctx, pl.col("unit"))
+    inferred = key.replace_strict(dict(ctx.default_units), default=None, return_dtype=pl.String)
+    blank = normalise_text(pl.col("unit")).is_null()
+    source_unit = pl.when(blank).then(inferred).otherwise(printed)
+    target_unit = key.replace_strict(targets, default=None, return_dtype=pl.String)
+    value = parse_number(pl.col("value"))
+    return df.with_columns(
+        at_raw=pl.col("at"),
+        value_raw=pl.col("value"),
+        unit_raw=pl.col("unit"),
+    ).with_columns(
+        item=key,
+        at=_parse_at(ctx, pl.col("at_raw")),
+        value=_convert(value, source_unit, target_unit).round(4),
+        unit=target_unit,
+        source_unit=source_unit,
+        has_decimal_comma=has_decimal_comma(pl.col("value_raw")),
+        is_unit_inferred=blank & inferred.is_not_null(),
+        is_unit_converted=(source_unit != target_unit).fill_null(False),
+    )
+
+
+def stg_oxygen(df: pl.DataFrame, ctx: StagingContext) -> pl.DataFrame:
+    """Oxygen chartings: device category by the mapping's patterns, flow parsed from text.
+
+    Grain: one row per charting. Device strings are matched after NFKC normalisation in the
+    declared order (first match wins), so "面罩" does not capture "储氧面罩" when the
+    non-rebreather pattern is listed first.
+    """
+    text = normalise_text(pl.col("device_code"))
+    device: pl.Expr = pl.lit(None, dtype=pl.String)
+    for pattern, name in reversed(ctx.oxygen_devices):
+        device = pl.when(text.str.contains(pattern)).then(pl.lit(name)).otherwise(device)
+    # A coded device (FHIR: SNOMED in device_system/device_code) wins over text patterns.
+    coded = _concept(ctx, "device_system", "device_code")
+    flow_from_text = parse_number(text.str.extract(ctx.flow_regex, 1))
+    return df.with_columns(at_raw=pl.col("at"), device_raw=pl.col("device_code")).with_columns(
+        at=_parse_at(ctx, pl.col("at_raw")),
+        device=pl.coalesce([coded, device]),
+        flow_l_min=pl.coalesce([parse_number(pl.col("flow_l_min")), flow_from_text]),
+    )

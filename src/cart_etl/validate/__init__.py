@@ -1,0 +1,1 @@
+"""Validate stage: pandera models per layer, named rules, lazy validation and quarantine."""

@@ -1,0 +1,119 @@
+"""The named validation rules: one id, what it checks, and the fix a data manager applies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["quarantine", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A validation rule as documented in the README rule table."""
+
+    rule_id: str
+    entity: str
+    field: str
+    severity: Severity
+    checks: str
+    fix: str
+
+
+_RULES: tuple[Rule, ...] = (
+    Rule(
+        "measurement.at.parse",
+        "vitals/labs/oxygen",
+        "at",
+        "quarantine",
+        "timestamp parses with the file's declared format, a declared alternate, an Excel serial or ISO 8601",
+        "write the date in the format the site mapping declares (or add the format to alternate_datetime_formats)",
+    ),
+    Rule(
+        "measurement.at.future",
+        "vitals/labs/oxygen",
+        "at",
+        "quarantine",
+        "timestamp is not after the extraction time",
+        "correct the year of the charted time; future dates are never repaired automatically",
+    ),
+    Rule(
+        "measurement.item.known",
+        "vitals/labs",
+        "item_code",
+        "quarantine",
+        "the local item/test name (or LOINC code) is in the site mapping",
+        "add the name to the mapping's items/tests with its LOINC code",
+    ),
+    Rule(
+        "measurement.value.numeric",
+        "vitals/labs",
+        "value",
+        "quarantine",
+        "the result is a number (after NFKC and decimal-comma normalisation)",
+        "enter a numeric result; qualitative results belong in a text item",
+    ),
+    Rule(
+        "measurement.unit.convertible",
+        "vitals/labs",
+        "unit",
+        "quarantine",
+        "the printed unit maps to UCUM and converts to the item's canonical unit (blank only when the item has one declared unit)",
+        "fill the unit column, or declare the printed spelling under the mapping's units",
+    ),
+    Rule(
+        "measurement.value.hard_range",
+        "vitals/labs",
+        "value",
+        "quarantine",
+        "the value in canonical units lies within the physically possible range (mappings/validation/plausibility.yaml)",
+        "check for a missing decimal point or a wrong sign in the source system and re-export",
+    ),
+    Rule(
+        "measurement.value.alert_range",
+        "vitals/labs",
+        "value",
+        "warning",
+        "the value lies outside the clinical alert range (kept, flagged)",
+        "none needed if clinically plausible; review extreme values",
+    ),
+    Rule(
+        "oxygen.device.known",
+        "oxygen",
+        "device_code",
+        "quarantine",
+        "the charted oxygen text matches one of the mapping's device patterns",
+        "add the spelling to oxygen_devices in the site mapping",
+    ),
+    Rule(
+        "oxygen.flow.hard_range",
+        "oxygen",
+        "flow_l_min",
+        "quarantine",
+        "charted flow is between 0 and 80 L/min",
+        "correct the flow; > 80 L/min is not deliverable",
+    ),
+    Rule(
+        "row.patient.known",
+        "all",
+        "patient_key",
+        "quarantine",
+        "the row's patient key exists in the patient register",
+        "correct the MRN (a digit swap is common); never fuzzy-match",
+    ),
+    Rule(
+        "row.duplicate",
+        "all",
+        "*",
+        "quarantine",
+        "the row is identical (after normalisation) to an earlier row of the same file",
+        "remove the duplicated line from the export (kept once)",
+    ),
+)
+
+RULES: dict[str, Rule] = {r.rule_id: r for r in _RULES}
+
+
+def rule(rule_id: str) -> Rule:
+    """Look up a rule by id (KeyError names the unknown id)."""
+    return RULES[rule_id]
