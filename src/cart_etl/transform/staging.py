@@ -178,3 +178,170 @@ def stg_oxygen(df: pl.DataFrame, ctx: StagingContext) -> pl.DataFrame:
         device=pl.coalesce([coded, device]),
         flow_l_min=pl.coalesce([parse_number(pl.col("flow_l_min")), flow_from_text]),
     )
+
+
+# ---- small tables: one cast spec per entity ------------------------------------------------------
+# kind: "datetime" | "date" | "number" | "integer" | "text" | "code" (mapped by ctx.values
+# under "<entity>.<field>"; unmapped text stays null so validation can say which value failed).
+CAST_SPECS: dict[str, dict[str, str]] = {
+    "demographics": {
+        "study_id": "text",
+        "sex": "code",
+        "birth_date": "date",
+        "diagnosis_date": "date",
+        "screening_date": "date",
+        "height_cm": "number",
+        "weight_kg": "number",
+        "is_high_risk": "code",
+        "risk_genetics": "text",
+        "lines_of_therapy": "integer",
+        "prior_allo_sct": "code",
+        "marrow_blasts_pct": "number",
+    },
+    "infusion": {
+        "at": "datetime",
+        "product": "text",
+        "lot": "text",
+        "cells_total": "number",
+        "dose_1e6_per_kg": "number",
+        "weight_kg": "number",
+        "donor_derived": "code",
+    },
+    "vasopressors": {
+        "start": "datetime",
+        "stop": "datetime",
+        "rate": "number",
+        "rate_unit": "text",
+    },
+    "response": {
+        "at": "datetime",
+        "morphology": "code",
+        "marrow_blasts_pct": "number",
+        "mrd_pct": "code_or_number",
+    },
+    "follow_up": {
+        "last_contact_date": "date",
+        "progression_date": "date",
+        "death_date": "date",
+        "death_cause": "text",
+    },
+    "infections": {
+        "onset_date": "date",
+        "site": "text",
+        "organism": "text",
+        "ctcae_grade": "integer",
+    },
+    "icans": {"at": "datetime", "ice_score": "integer", "grade": "integer"},
+    "recorded_crs": {"at": "datetime", "grade": "integer", "scale": "text"},
+}
+
+
+@dataclass(frozen=True)
+class ValueMaps:
+    """Local code -> canonical value per ``"<entity>.<field>"`` (from the site/FHIR mapping)."""
+
+    maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def expr(self, key: str, raw: pl.Expr) -> pl.Expr:
+        table = dict(self.maps.get(key, {}))
+        return normalise_text(raw).replace_strict(table, default=None, return_dtype=pl.String)
+
+
+def _cast(ctx: StagingContext, values: ValueMaps, entity: str, name: str, kind: str) -> pl.Expr:
+    raw = pl.col(f"{name}_raw")
+    if kind in ("datetime", "date"):
+        parsed = _parse_at(ctx, raw)
+        if kind == "date":
+            return parsed.dt.convert_time_zone(ctx.timezone).dt.date()
+        return parsed
+    if kind == "number":
+        return parse_number(raw)
+    if kind == "integer":
+        number = parse_number(raw)
+        return pl.when(number == number.round(0)).then(number.cast(pl.Int64))
+    if kind == "code":
+        return values.expr(f"{entity}.{name}", raw)
+    if kind == "code_or_number":
+        # MRD "阴性" (not detected) maps to 0; numbers pass through as text for staging.
+        mapped = values.expr(f"{entity}.{name}", raw)
+        return pl.coalesce([mapped.cast(pl.Float64, strict=False), parse_number(raw)])
+    return normalise_text(raw)
+
+
+def stg_table(
+    df: pl.DataFrame, ctx: StagingContext, values: ValueMaps, entity: str
+) -> pl.DataFrame:
+    """Cast one small canonical table by its spec; raw text kept as ``<field>_raw``."""
+    spec = CAST_SPECS[entity]
+    renamed = df.rename({name: f"{name}_raw" for name in spec})
+    return renamed.with_columns(
+        [_cast(ctx, values, entity, name, kind).alias(name) for name, kind in spec.items()]
+    )
+
+
+def stg_demographics(df: pl.DataFrame, ctx: StagingContext, values: ValueMaps) -> pl.DataFrame:
+    """Patient register. Grain: one row per screened patient."""
+    return stg_table(df, ctx, values, "demographics")
+
+
+def stg_infusion(df: pl.DataFrame, ctx: StagingContext, values: ValueMaps) -> pl.DataFrame:
+    """CAR-T infusions. Grain: one row per infusion (day 0)."""
+    return stg_table(df, ctx, values, "infusion")
+
+
+_DOSE_TEXT = r"^([+-]?\d+(?:\.\d+)?)\s*(mg/kg|mg|g|μg|ug|mcg)$"
+_DOSE_UNITS = {"mg": "mg", "g": "g", "μg": "ug", "ug": "ug", "mcg": "ug", "mg/kg": "mg/kg"}
+
+
+def stg_drugs(
+    df: pl.DataFrame, ctx: StagingContext, values: ValueMaps, weights: pl.DataFrame
+) -> pl.DataFrame:
+    """Administered doses in each drug's canonical unit. Grain: one row per administration.
+
+    The dose is either a number + unit column (FHIR ``dosage.dose``) or one text cell
+    ("400mg", "0.4g", "300μg", "8mg/kg"). g/μg are converted to the drug's canonical unit
+    (mg, or μg for G-CSF); mg/kg is multiplied by the patient's infusion weight
+    (``weights``: patient_key, weight_kg) and rounded to the mg, flagged ``is_dose_per_kg``.
+    """
+    drug_units = {k: v["unit"] for k, v in plausibility()["drugs"].items()}
+    text = normalise_text(pl.col("dose_raw"))
+    from_text_value = parse_number(text.str.extract(_DOSE_TEXT, 1))
+    from_text_unit = text.str.extract(_DOSE_TEXT, 2).replace_strict(
+        _DOSE_UNITS, default=None, return_dtype=pl.String
+    )
+    has_unit_col = normalise_text(pl.col("dose_unit_raw")).is_not_null()
+    value = pl.when(has_unit_col).then(parse_number(pl.col("dose_raw"))).otherwise(from_text_value)
+    unit = pl.when(has_unit_col).then(_unit(ctx, pl.col("dose_unit_raw"))).otherwise(from_text_unit)
+    staged = (
+        df.rename(
+            {"at": "at_raw", "dose": "dose_raw", "dose_unit": "dose_unit_raw", "route": "route_raw"}
+        )
+        .with_columns(
+            drug=_concept(ctx, "drug_system", "drug_code"),
+            at=_parse_at(ctx, pl.col("at_raw")),
+            source_dose=value,
+            source_unit=unit,
+            route=values.expr("drugs.route", pl.col("route_raw")),
+        )
+        .join(weights.select("patient_key", "weight_kg"), on="patient_key", how="left")
+    )
+    per_kg = pl.col("source_unit") == "mg/kg"
+    target = pl.col("drug").replace_strict(drug_units, default=None, return_dtype=pl.String)
+    absolute = pl.when(per_kg).then((pl.col("source_dose") * pl.col("weight_kg")).round(0))
+    absolute_unit = pl.when(per_kg).then(pl.lit("mg")).otherwise(pl.col("source_unit"))
+    return staged.with_columns(
+        dose=_convert(pl.coalesce([absolute, pl.col("source_dose")]), absolute_unit, target).round(
+            4
+        ),
+        dose_unit=target,
+        is_dose_per_kg=per_kg.fill_null(False),
+        is_unit_converted=(absolute_unit != target).fill_null(False),
+    )
+
+
+def stg_vasopressors(df: pl.DataFrame, ctx: StagingContext, values: ValueMaps) -> pl.DataFrame:
+    """Vasopressor infusions. Grain: one row per infusion interval."""
+    return stg_table(df, ctx, values, "vasopressors").with_columns(
+        drug=_concept(ctx, "drug_system", "drug_code"),
+        rate_unit=_unit(ctx, pl.col("rate_unit_raw")),
+    )

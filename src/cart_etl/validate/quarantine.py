@@ -41,7 +41,12 @@ def validate_frame(model: type[pa.DataFrameModel], df: pl.DataFrame) -> Validate
         if schema_level.height:
             # A missing column or wrong dtype is a bug in staging, not bad input data.
             raise
-        bad = exc.failure_cases.select(pl.col("index").cast(pl.UInt32), pl.col("check")).unique()
+        bad = exc.failure_cases.select(
+            pl.col("index").cast(pl.UInt32),
+            pl.col("check"),
+            pl.col("column"),
+            pl.col("schema_context"),
+        ).unique()
         cases = _cases(indexed, bad)
         keep = indexed.join(
             bad.select("index").unique(), left_on="_i", right_on="index", how="anti"
@@ -50,16 +55,58 @@ def validate_frame(model: type[pa.DataFrameModel], df: pl.DataFrame) -> Validate
     return Validated(df, [], df.height)
 
 
+def cast_failures(
+    df: pl.DataFrame, fields: dict[str, str]
+) -> tuple[pl.DataFrame, list[FailureCase]]:
+    """Rows where a non-empty raw cell did not cast (``<field>_raw`` set, ``<field>`` null).
+
+    Returns the rows that cast cleanly and one ``field.parse`` case per failed cell.
+    """
+    rule = RULES["field.parse"]
+    failed = [
+        (name, pl.col(f"{name}_raw").str.strip_chars().ne("") & pl.col(name).is_null())
+        for name in fields
+        if f"{name}_raw" in df.columns
+    ]
+    if not failed:
+        return df, []
+    flags = df.with_columns([expr.fill_null(False).alias(f"_bad_{name}") for name, expr in failed])
+    cases = []
+    for name, _ in failed:
+        for rec in flags.filter(pl.col(f"_bad_{name}")).iter_rows(named=True):
+            value = rec[f"{name}_raw"]
+            cases.append(
+                FailureCase(
+                    source=str(rec["source"]),
+                    file=str(rec["file"]),
+                    row=str(rec["row"]),
+                    field=name,
+                    value=str(value),
+                    rule_id=rule.rule_id,
+                    message=(
+                        f"{rec['file']} row {rec['row']}: {name}={value!r} does not read as "
+                        f"{fields[name]}. Fix: {rule.fix}"
+                    ),
+                )
+            )
+    any_bad = pl.any_horizontal([pl.col(f"_bad_{name}") for name, _ in failed])
+    ok = flags.filter(~any_bad).drop([f"_bad_{name}" for name, _ in failed])
+    return ok, cases
+
+
 def _cases(indexed: pl.DataFrame, bad: pl.DataFrame) -> list[FailureCase]:
     rows = bad.join(indexed, left_on="index", right_on="_i", how="left")
     cases = []
     for rec in rows.iter_rows(named=True):
-        rule = RULES.get(rec["check"])
-        field = rule.field if rule else rec["check"]
+        column_level = rec["schema_context"] == "Column"
+        rule_id = "field.range" if column_level else rec["check"]
+        rule = RULES.get(rule_id)
+        field = rec["column"] if column_level or (rule and rule.field.startswith("<")) else None
+        field = field or (rule.field if rule else rec["check"])
         raw_col = _RAW_OF_FIELD.get(field, field)
         value = rec.get(raw_col)
         fix = rule.fix if rule else "see the rule table in the README"
-        what = rule.checks if rule else rec["check"]
+        what = f"{rec['check']}" if column_level else (rule.checks if rule else rec["check"])
         cases.append(
             FailureCase(
                 source=str(rec["source"]),
@@ -67,7 +114,7 @@ def _cases(indexed: pl.DataFrame, bad: pl.DataFrame) -> list[FailureCase]:
                 row=str(rec["row"]),
                 field=field,
                 value="" if value is None else str(value),
-                rule_id=str(rec["check"]),
+                rule_id=rule_id,
                 message=(
                     f"{rec['file']} row {rec['row']}: {field}={value!r} fails '{what}'. Fix: {fix}"
                 ),

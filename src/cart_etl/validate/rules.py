@@ -111,6 +111,89 @@ _RULES: tuple[Rule, ...] = (
     ),
 )
 
+_RULES += (
+    Rule(
+        "field.parse",
+        "all small tables",
+        "<field>",
+        "quarantine",
+        "a non-empty cell casts to its declared type (date, number, integer, mapped code)",
+        "write the value in the declared format, or add the local code to the mapping's values",
+    ),
+    Rule(
+        "field.range",
+        "all small tables",
+        "<field>",
+        "quarantine",
+        "the value is inside the field's allowed set or range (e.g. sex M/F, blasts 0-100 %, weight 2-500 kg)",
+        "correct the value in the source system",
+    ),
+    Rule(
+        "patient.dates.order",
+        "demographics",
+        "birth_date",
+        "quarantine",
+        "birth date < diagnosis date <= screening date",
+        "check the three dates in the register; a swapped day/month is common",
+    ),
+    Rule(
+        "date.future",
+        "all",
+        "<date>",
+        "quarantine",
+        "no date lies after the extraction date",
+        "correct the year; future dates are never repaired automatically",
+    ),
+    Rule(
+        "drug.known",
+        "drugs",
+        "drug_code",
+        "quarantine",
+        "the local drug name (or RxNorm code) is in the mapping",
+        "add the drug name to the mapping's drugs with its RxNorm code",
+    ),
+    Rule(
+        "drug.dose.parse",
+        "drugs",
+        "dose",
+        "quarantine",
+        "the dose reads as number + unit ('400mg', '0.4 g', '300μg', '8mg/kg') or number + unit column",
+        "write the dose with its unit",
+    ),
+    Rule(
+        "drug.dose.unit",
+        "drugs",
+        "dose",
+        "quarantine",
+        "the dose unit converts to the drug's canonical unit (mg/kg needs the patient's infusion weight)",
+        "record the dose in mg (or μg for G-CSF), or record the infusion weight",
+    ),
+    Rule(
+        "drug.dose.hard_range",
+        "drugs",
+        "dose",
+        "quarantine",
+        "0 < dose <= hard maximum per dose (tocilizumab 1200 mg; methylprednisolone 2000 mg; dexamethasone 100 mg; G-CSF 1200 μg)",
+        "check the unit (g vs mg, mL vs mg) and re-export",
+    ),
+    Rule(
+        "drug.toci.mg_per_kg_hard",
+        "drugs",
+        "dose",
+        "quarantine",
+        "tocilizumab dose / infusion weight <= 20 mg/kg",
+        "check the weight and the dose unit",
+    ),
+    Rule(
+        "drug.alert.label",
+        "drugs",
+        "dose",
+        "warning",
+        "tocilizumab above 800 mg or 8 mg/kg (12 mg/kg < 30 kg), below 2 mg/kg, or repeated within 8 h; steroid/G-CSF above alert dose (kept, flagged)",
+        "none needed if intended; the paper reports up to 6 doses",
+    ),
+)
+
 RULES: dict[str, Rule] = {r.rule_id: r for r in _RULES}
 
 

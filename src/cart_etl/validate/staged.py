@@ -125,3 +125,159 @@ class StgOxygen(pa.DataFrameModel):
         return data.lazyframe.select(
             pl.col("flow_l_min").is_null() | pl.col("flow_l_min").is_between(lo, hi)
         )
+
+
+# ---- small tables ------------------------------------------------------------------------------
+
+
+class StgDemographics(pa.DataFrameModel):
+    """Staged patient register. Grain: one row per screened patient."""
+
+    patient_key: str = pa.Field(nullable=False)
+    study_id: str = pa.Field(nullable=False)
+    sex: str = pa.Field(nullable=True, isin=["M", "F"])
+    lines_of_therapy: int = pa.Field(nullable=True, ge=0, le=20)
+    marrow_blasts_pct: float = pa.Field(nullable=True, ge=0, le=100)
+    weight_kg: float = pa.Field(nullable=True, ge=2, le=500)
+    height_cm: float = pa.Field(nullable=True, ge=20, le=250)
+
+    class Config:
+        strict = False
+        coerce = False
+
+    @pa.dataframe_check(name="patient.dates.order")
+    def birth_before_diagnosis_before_screening(cls, data: PolarsData) -> pl.LazyFrame:
+        birth, dx, scr = pl.col("birth_date"), pl.col("diagnosis_date"), pl.col("screening_date")
+        ok = (birth.is_null() | dx.is_null() | (birth < dx)) & (
+            dx.is_null() | scr.is_null() | (dx <= scr)
+        )
+        return data.lazyframe.select(ok)
+
+    @pa.dataframe_check(name="date.future")
+    def no_future_dates(cls, data: PolarsData) -> pl.LazyFrame:
+        today = datetime.now(UTC).date()
+        cols = ("birth_date", "diagnosis_date", "screening_date")
+        return data.lazyframe.select(
+            pl.all_horizontal([pl.col(c).is_null() | (pl.col(c) <= today) for c in cols])
+        )
+
+
+class StgInfusion(pa.DataFrameModel):
+    """Staged CAR-T infusions. Grain: one row per infusion."""
+
+    patient_key: str = pa.Field(nullable=False)
+    at: DateTime = pa.Field(nullable=False, dtype_kwargs={"time_unit": "us", "time_zone": "UTC"})
+    dose_1e6_per_kg: float = pa.Field(nullable=False, gt=0, le=100)
+    weight_kg: float = pa.Field(nullable=True, ge=2, le=500)
+
+    class Config:
+        strict = False
+        coerce = False
+
+    @pa.dataframe_check(name="date.future")
+    def not_future(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("at") <= datetime.now(UTC))
+
+
+class StgDrug(pa.DataFrameModel):
+    """Staged drug administrations. Grain: one row per administered dose."""
+
+    patient_key: str = pa.Field(nullable=False)
+    drug: str = pa.Field(nullable=True)
+    at: DateTime = pa.Field(nullable=True, dtype_kwargs={"time_unit": "us", "time_zone": "UTC"})
+    dose: float = pa.Field(nullable=True)
+
+    class Config:
+        strict = False
+        coerce = False
+
+    @pa.dataframe_check(name="drug.known")
+    def drug_known(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("drug").is_not_null())
+
+    @pa.dataframe_check(name="measurement.at.parse")
+    def at_parses(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("at").is_not_null())
+
+    @pa.dataframe_check(name="measurement.at.future")
+    def at_not_future(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("at").is_null() | (pl.col("at") <= datetime.now(UTC)))
+
+    @pa.dataframe_check(name="drug.dose.parse")
+    def dose_parses(cls, data: PolarsData) -> pl.LazyFrame:
+        ok = pl.col("drug").is_null() | pl.col("source_dose").is_not_null()
+        return data.lazyframe.select(ok)
+
+    @pa.dataframe_check(name="drug.dose.unit")
+    def dose_unit_converts(cls, data: PolarsData) -> pl.LazyFrame:
+        ok = (
+            pl.col("drug").is_null()
+            | pl.col("source_dose").is_null()
+            | pl.col("dose").is_not_null()
+        )
+        return data.lazyframe.select(ok)
+
+    @pa.dataframe_check(name="drug.dose.hard_range")
+    def dose_in_hard_range(cls, data: PolarsData) -> pl.LazyFrame:
+        ok = pl.lit(True)
+        for drug, spec in plausibility()["drugs"].items():
+            inside = pl.col("dose").is_between(0, spec["hard_max_per_dose"], closed="right")
+            ok = pl.when(pl.col("drug") == drug).then(inside).otherwise(ok)
+        return data.lazyframe.select(ok | pl.col("dose").is_null())
+
+    @pa.dataframe_check(name="drug.toci.mg_per_kg_hard")
+    def toci_per_kg(cls, data: PolarsData) -> pl.LazyFrame:
+        toci = plausibility()["drugs"]["tocilizumab"]
+        per_kg = pl.col("dose") / pl.col("weight_kg")
+        # A dose already above the absolute maximum is reported by drug.dose.hard_range only.
+        over_max = pl.col("dose") > toci["hard_max_per_dose"]
+        ok = (
+            (pl.col("drug") != "tocilizumab")
+            | per_kg.is_null()
+            | (per_kg <= toci["hard_mg_per_kg_above"])
+            | over_max
+        )
+        return data.lazyframe.select(ok.fill_null(True))
+
+
+def drug_alerts(df: pl.DataFrame) -> pl.DataFrame:
+    """Label-limit flags kept on accepted doses (crs_grading.md §5); rows are never dropped.
+
+    ``alert`` lists, comma-separated: ``above_label_max`` (> 800 mg tocilizumab),
+    ``above_label_mg_per_kg`` (> 8.4 mg/kg at >= 30 kg, > 12.6 mg/kg below), ``low_mg_per_kg``
+    (< 2 mg/kg), ``interval_lt_8h`` (repeat tocilizumab sooner than 8 h), ``above_alert_dose``
+    (steroid/G-CSF single dose above the alert level).
+    """
+    spec = plausibility()["drugs"]
+    toci = spec["tocilizumab"]
+    is_toci = pl.col("drug") == "tocilizumab"
+    per_kg = pl.col("dose") / pl.col("weight_kg")
+    heavy = pl.col("weight_kg") >= 30
+    above_label_kg = (
+        pl.when(heavy)
+        .then(per_kg > toci["alert_mg_per_kg_above"]["weight_ge_30kg"])
+        .otherwise(per_kg > toci["alert_mg_per_kg_above"]["weight_lt_30kg"])
+    )
+    previous = pl.col("at").shift(1).over(["patient_key", "drug"], order_by="at")
+    hours_since = (pl.col("at") - previous).dt.total_minutes() / 60
+    alert_dose = pl.lit(False)
+    for drug, s in spec.items():
+        alert_dose = (
+            pl.when(pl.col("drug") == drug)
+            .then(pl.col("dose") > s["alert_per_dose"])
+            .otherwise(alert_dose)
+        )
+    flags = [
+        pl.when(is_toci & (pl.col("dose") > toci["alert_per_dose"])).then(
+            pl.lit("above_label_max")
+        ),
+        pl.when(is_toci & above_label_kg).then(pl.lit("above_label_mg_per_kg")),
+        pl.when(is_toci & (per_kg < 2)).then(pl.lit("low_mg_per_kg")),
+        pl.when(is_toci & (hours_since < toci["min_interval_h_alert"])).then(
+            pl.lit("interval_lt_8h")
+        ),
+        pl.when(~is_toci & alert_dose).then(pl.lit("above_alert_dose")),
+    ]
+    return df.with_columns(
+        alert=pl.concat_str(flags, separator=",", ignore_nulls=True).replace("", None)
+    )
