@@ -194,6 +194,49 @@ _RULES += (
     ),
 )
 
+_RULES += (
+    Rule(
+        "infusion.one_per_patient",
+        "infusion",
+        "at",
+        "quarantine",
+        "one CAR-T infusion per patient unless the site mapping declares re-infusions",
+        "remove the duplicate infusion record, or declare allow_reinfusion in the mapping",
+    ),
+    Rule(
+        "infusion.after_diagnosis",
+        "infusion",
+        "at",
+        "quarantine",
+        "infusion date is after the diagnosis date (birth < diagnosis < infusion)",
+        "check the infusion and diagnosis dates",
+    ),
+    Rule(
+        "infusion.study_window",
+        "infusion",
+        "at",
+        "quarantine",
+        "infusion date lies inside the configured study window",
+        "check the date, or widen the study window in the run configuration",
+    ),
+    Rule(
+        "response.window",
+        "response",
+        "at",
+        "quarantine",
+        "the 'day 28' assessment is on study day 21-35 after the patient's infusion",
+        "record the assessment date; assessments outside 21-35 days are not day-28 responses",
+    ),
+    Rule(
+        "followup.death_before_last_contact",
+        "follow_up",
+        "death_date",
+        "quarantine",
+        "death date is not before the last contact date",
+        "correct the death or last-contact date",
+    ),
+)
+
 RULES: dict[str, Rule] = {r.rule_id: r for r in _RULES}
 
 

@@ -1,0 +1,181 @@
+"""Rules that need more than one row or file: duplicates, orphans and clinical date order.
+
+Each function takes staged (or raw) frames and returns ``(accepted, failure cases)``; the
+first occurrence of a duplicate is kept, later ones are quarantined, so re-running on the
+same export always keeps the same row.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+
+from cart_etl.errors import FailureCase
+from cart_etl.extract.contract import ENTITY_COLUMNS
+from cart_etl.transform.casts import normalise_text
+from cart_etl.validate.rules import RULES
+
+
+def _case(rec: dict, rule_id: str, field: str, value: object, detail: str) -> FailureCase:  # type: ignore[type-arg]
+    rule = RULES[rule_id]
+    return FailureCase(
+        source=str(rec["source"]),
+        file=str(rec["file"]),
+        row=str(rec["row"]),
+        field=field,
+        value="" if value is None else str(value),
+        rule_id=rule_id,
+        message=f"{rec['file']} row {rec['row']}: {detail}. Fix: {rule.fix}",
+    )
+
+
+def _split(df: pl.DataFrame, bad: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
+    flagged = df.with_columns(_bad=bad.fill_null(False))
+    return flagged.filter(~pl.col("_bad")).drop("_bad"), flagged.filter(pl.col("_bad")).drop("_bad")
+
+
+def filter_duplicates(entity: str, raw: pl.DataFrame) -> tuple[pl.DataFrame, list[FailureCase]]:
+    """Quarantine rows identical (after NFKC + strip) to an earlier row of the same file."""
+    columns = ["patient_key", *ENTITY_COLUMNS[entity]]
+    keys = [
+        normalise_text(pl.col(c)).fill_null("\x00").alias(f"_k{i}") for i, c in enumerate(columns)
+    ]
+    keyed = raw.with_row_index("_order").with_columns(keys)
+    first = pl.col("_order") == pl.col("_order").min().over(
+        ["source", "file", *[f"_k{i}" for i in range(len(columns))]]
+    )
+    ok, dup = _split(keyed, ~first)
+    drop = ["_order", *[f"_k{i}" for i in range(len(columns))]]
+    cases = [
+        _case(rec, "row.duplicate", "*", "", "identical to an earlier row of the same file")
+        for rec in dup.iter_rows(named=True)
+    ]
+    return ok.drop(drop), cases
+
+
+def filter_orphans(
+    frame: pl.DataFrame, patients: pl.DataFrame
+) -> tuple[pl.DataFrame, list[FailureCase]]:
+    """Quarantine rows whose patient key is not in the same source's patient register."""
+    known = patients.select("source", pl.col("patient_key").alias("_known")).unique()
+    joined = frame.join(
+        known,
+        left_on=["source", "patient_key"],
+        right_on=["source", "_known"],
+        how="left",
+        coalesce=False,
+    )
+    ok, bad = _split(joined, pl.col("_known").is_null())
+    cases = [
+        _case(
+            rec,
+            "row.patient.known",
+            "patient_key",
+            rec["patient_key"],
+            f"patient key {rec['patient_key']!r} is not in the register",
+        )
+        for rec in bad.iter_rows(named=True)
+    ]
+    return ok.drop("_known"), cases
+
+
+def filter_extra_infusions(
+    infusion: pl.DataFrame, *, allow_reinfusion: bool = False
+) -> tuple[pl.DataFrame, list[FailureCase]]:
+    """One infusion per patient unless the site declares re-infusions; the earliest is day 0."""
+    if allow_reinfusion:
+        return infusion, []
+    ranked = infusion.with_columns(_n=pl.col("at").rank("ordinal").over(["source", "patient_key"]))
+    ok, bad = _split(ranked, pl.col("_n") > 1)
+    cases = [
+        _case(
+            rec,
+            "infusion.one_per_patient",
+            "at",
+            rec.get("at_raw"),
+            "a second CAR-T infusion for the same patient",
+        )
+        for rec in bad.iter_rows(named=True)
+    ]
+    return ok.drop("_n"), cases
+
+
+def filter_infusion_dates(
+    infusion: pl.DataFrame,
+    patients: pl.DataFrame,
+    *,
+    window: tuple[date, date] | None = None,
+    timezone: str,
+) -> tuple[pl.DataFrame, list[FailureCase]]:
+    """Infusion after diagnosis (birth < diagnosis < infusion) and inside the study window."""
+    joined = infusion.join(
+        patients.select("source", "patient_key", "diagnosis_date"),
+        on=["source", "patient_key"],
+        how="left",
+    )
+    day = pl.col("at").dt.convert_time_zone(timezone).dt.date()
+    bad_order = pl.col("diagnosis_date").is_not_null() & (day <= pl.col("diagnosis_date"))
+    bad_window = pl.lit(False) if window is None else ~day.is_between(window[0], window[1])
+    ok, bad = _split(joined, bad_order | bad_window)
+    cases = []
+    for rec in bad.iter_rows(named=True):
+        rule_id = (
+            "infusion.after_diagnosis"
+            if rec["diagnosis_date"] and rec["at"] and rec["at"].date() <= rec["diagnosis_date"]
+            else "infusion.study_window"
+        )
+        cases.append(
+            _case(
+                rec,
+                rule_id,
+                "at",
+                rec.get("at_raw"),
+                f"infusion on {rec['at']} (diagnosis {rec['diagnosis_date']}, window {window})",
+            )
+        )
+    return ok.drop("diagnosis_date"), cases
+
+
+def filter_response_window(
+    response: pl.DataFrame, infusion: pl.DataFrame, *, timezone: str
+) -> tuple[pl.DataFrame, list[FailureCase]]:
+    """A 'day 28' assessment must fall on study day 21-35 after the infusion."""
+    day0 = infusion.select(
+        "source",
+        "patient_key",
+        pl.col("at").dt.convert_time_zone(timezone).dt.date().alias("_day0"),
+    )
+    joined = response.join(day0, on=["source", "patient_key"], how="left")
+    study_day = (
+        pl.col("at").dt.convert_time_zone(timezone).dt.date() - pl.col("_day0")
+    ).dt.total_days()
+    ok, bad = _split(joined, pl.col("_day0").is_null() | ~study_day.is_between(21, 35))
+    cases = [
+        _case(
+            rec,
+            "response.window",
+            "at",
+            rec.get("at_raw"),
+            "day-28 assessment outside study days 21-35 (or no infusion)",
+        )
+        for rec in bad.iter_rows(named=True)
+    ]
+    return ok.drop("_day0"), cases
+
+
+def filter_followup_order(follow_up: pl.DataFrame) -> tuple[pl.DataFrame, list[FailureCase]]:
+    """Death date is not before the last contact date."""
+    bad = pl.col("death_date").is_not_null() & (pl.col("death_date") < pl.col("last_contact_date"))
+    ok, rejected = _split(follow_up, bad)
+    cases = [
+        _case(
+            rec,
+            "followup.death_before_last_contact",
+            "death_date",
+            rec.get("death_date_raw"),
+            f"death {rec['death_date']} before last contact {rec['last_contact_date']}",
+        )
+        for rec in rejected.iter_rows(named=True)
+    ]
+    return ok, cases
