@@ -10,7 +10,7 @@ import pytest
 from cart_etl.extract.contract import conform
 from cart_etl.transform.staging import DateFormats, StagingContext, stg_measurements, stg_oxygen
 from cart_etl.validate.quarantine import validate_frame
-from cart_etl.validate.staged import StgMeasurement, StgOxygen, alert_flag
+from cart_etl.validate.staged import StgMeasurement, StgOxygen, clinical_flag, implausible
 
 LOCAL = "local:tianjin_ref:vitals_flowsheet.csv:项目"
 LOINC = "http://loinc.org"
@@ -134,15 +134,18 @@ def test_03_crp_mg_dl_converted_and_fhir_iso_timestamps():
     assert out["at"][0] == out["at"][1]
 
 
-def test_04_alert_flags_are_kept_not_quarantined():
+def test_04_clinical_flags_are_kept_not_quarantined():
     raw = _vitals(
         [
             ("2021/03/05 14:20", LOCAL, "体温", "40.6", "℃"),
             ("2021/03/05 14:20", LOCAL, "收缩压", "78", "mmHg"),
         ]
     )
-    out = stg_measurements(raw, CTX, code="item").with_columns(alert=alert_flag())
-    assert out["alert"].to_list() == ["high", "low"]
+    out = stg_measurements(raw, CTX, code="item").with_columns(
+        flag=clinical_flag(), odd=implausible()
+    )
+    assert out["flag"].to_list() == ["high", "low"]
+    assert out["odd"].to_list() == [False, False]
     assert validate_frame(StgMeasurement, out).rows_quarantined == 0
 
 

@@ -30,11 +30,11 @@ def _hard_range_ok(item_col: str, value_col: str) -> pl.Expr:
     return ok | pl.col(value_col).is_null()
 
 
-def alert_flag(item_col: str = "item", value_col: str = "value") -> pl.Expr:
-    """'low'/'high' when outside the clinical alert range (rows are kept), else null."""
+def clinical_flag(item_col: str = "item", value_col: str = "value") -> pl.Expr:
+    """'low'/'high' outside the clinical reference range: a finding, not a data problem."""
     flag: pl.Expr = pl.lit(None, dtype=pl.String)
     for key, spec in plausibility()["measurements"].items():
-        low, high = spec["alert"].get("low"), spec["alert"].get("high")
+        low, high = spec["flag"].get("low"), spec["flag"].get("high")
         is_item = pl.col(item_col) == key
         if high is not None:
             flag = (
@@ -43,6 +43,16 @@ def alert_flag(item_col: str = "item", value_col: str = "value") -> pl.Expr:
         if low is not None:
             flag = pl.when(is_item & (pl.col(value_col) < low)).then(pl.lit("low")).otherwise(flag)
     return flag
+
+
+def implausible(item_col: str = "item", value_col: str = "value") -> pl.Expr:
+    """True for possible-but-implausible values (inside hard limits, outside ``warn``)."""
+    out = pl.lit(False)
+    for key, spec in plausibility()["measurements"].items():
+        lo, hi = spec["warn"]
+        outside = ~pl.col(value_col).is_between(lo, hi)
+        out = pl.when(pl.col(item_col) == key).then(outside).otherwise(out)
+    return out.fill_null(False)
 
 
 class StgMeasurement(pa.DataFrameModel):
