@@ -67,6 +67,8 @@ class StagingContext:
     default_units: Mapping[str, str] = field(default_factory=dict)
     oxygen_devices: tuple[tuple[str, str], ...] = ()
     flow_regex: str = r"(\d+(?:\.\d+)?)\s*L/min"
+    # FHIR sends JSON numbers: a decimal comma there is a malformed resource, not a habit.
+    allow_decimal_comma: bool = True
 
 
 @cache
@@ -100,6 +102,48 @@ def _parse_at(ctx: StagingContext, raw: pl.Expr, file_col: str = "file") -> pl.E
         else:
             expr = expr.when(pl.col(file_col) == file).then(parsed)  # type: ignore[attr-defined]
     return iso if expr is None else expr.otherwise(iso)  # type: ignore[attr-defined]
+
+
+def date_recovery(ctx: StagingContext, raw: pl.Expr, file_col: str = "file") -> pl.Expr:
+    """How a timestamp that did not match its file's primary format was read, else null.
+
+    'excel_serial' (a bare number), 'timezone_assumed' (the primary format has an offset and
+    the text has none) or 'alternate_format' (a declared alternate). These are recovered
+    defects: the value is kept and the row carries a data-quality warning.
+    """
+    text = normalise_text(raw)
+    expr: pl.Expr = pl.lit(None, dtype=pl.String)
+    for file, spec in ctx.dates.items():
+        primary = spec.formats[0]
+        parsed = text.str.strptime(
+            pl.Datetime("us"), primary.replace("%z", ""), strict=False, exact=True
+        )
+        if "%z" in primary:
+            primary_ok = text.str.strptime(
+                pl.Datetime("us", "UTC"), primary, strict=False, exact=True
+            ).is_not_null()
+            naive_ok = parsed.is_not_null()
+        else:
+            primary_ok = parsed.is_not_null()
+            naive_ok = pl.lit(False)
+        kind = (
+            pl.when(text.is_null() | primary_ok)
+            .then(None)
+            .when(text.str.contains(r"^\d+(\.\d+)?$"))
+            .then(pl.lit("excel_serial"))
+            .when(naive_ok)
+            .then(pl.lit("timezone_assumed"))
+            .otherwise(pl.lit("alternate_format"))
+        )
+        expr = pl.when(pl.col(file_col) == file).then(kind).otherwise(expr)
+    return expr
+
+
+def text_was_normalised(raw: pl.Expr) -> pl.Expr:
+    """True when NFKC + strip changed a non-empty cell (full-width characters, stray spaces)."""
+    return (raw.is_not_null() & (raw != raw.str.normalize("NFKC").str.strip_chars())).fill_null(
+        False
+    )
 
 
 def _concept(ctx: StagingContext, system: str, code: str) -> pl.Expr:
@@ -143,6 +187,8 @@ def stg_measurements(df: pl.DataFrame, ctx: StagingContext, *, code: str) -> pl.
     source_unit = pl.when(blank).then(inferred).otherwise(printed)
     target_unit = key.replace_strict(targets, default=None, return_dtype=pl.String)
     value = parse_number(pl.col("value"))
+    if not ctx.allow_decimal_comma:
+        value = pl.when(has_decimal_comma(pl.col("value"))).then(None).otherwise(value)
     return df.with_columns(
         at_raw=pl.col("at"),
         value_raw=pl.col("value"),
