@@ -1,0 +1,97 @@
+"""great-expectations suites over staged frames (pandas batches), results for the report.
+
+GX runs on pandas batches, not on its SQL datasource: GX 1.x's SQL path fails on DuckDB
+with SQLAlchemy 2.x (see DEVELOPERS.md). The suites restate the staged contracts as
+expectations so a reviewer can read them in GX terms; they are a second line, the pandera
+models are the gate.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+import polars as pl
+
+from cart_etl.transform.staging import plausibility
+
+# Column -> expectation specs per staged table; bounds come from plausibility.yaml.
+SUITES: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "vitals": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "patient_key"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "at"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "value"}),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "item", "value_set": ["temp", "sbp", "dbp", "hr", "spo2"]},
+        ),
+    ],
+    "labs": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "patient_key"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "value"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "value", "min_value": 0}),
+    ],
+    "drugs": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "dose"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "dose", "min_value": 0, "strict_min": True}),
+    ],
+    "demographics": [
+        ("ExpectColumnValuesToBeUnique", {"column": "study_id"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "patient_key"}),
+        ("ExpectColumnValuesToBeInSet", {"column": "sex", "value_set": ["M", "F"]}),
+    ],
+}
+
+
+def _temperature_bounds() -> dict[str, Any]:
+    lo, hi = plausibility()["measurements"]["temp"]["hard"]
+    return {"min_value": lo, "max_value": hi}
+
+
+def run_suites(frames: dict[str, pl.DataFrame]) -> list[dict[str, Any]]:
+    """Validate each staged frame that has a suite; one result dict per expectation."""
+    import great_expectations as gx  # slow import (~5 s): only when a suite runs
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}  # type: ignore[assignment]
+    source = context.data_sources.add_pandas("cart_etl_staged")
+    results: list[dict[str, Any]] = []
+    for table, specs in SUITES.items():
+        frame = frames.get(table)
+        if frame is None or frame.is_empty():
+            continue
+        columns = [c for c in frame.columns if c in {s[1]["column"] for s in specs} | {"item"}]
+        pdf: pd.DataFrame = frame.select(columns).to_pandas()
+        batch = (
+            source.add_dataframe_asset(name=table)
+            .add_batch_definition_whole_dataframe("all")
+            .get_batch(batch_parameters={"dataframe": pdf})
+        )
+        suite = gx.ExpectationSuite(name=f"staged_{table}")
+        for name, kwargs in specs:
+            suite.add_expectation(getattr(gx.expectations, name)(**kwargs))
+        if table == "vitals":
+            temps = pdf[pdf["item"] == "temp"]
+            if not temps.empty:
+                suite.add_expectation(
+                    gx.expectations.ExpectColumnValuesToBeBetween(
+                        column="value",
+                        **_temperature_bounds(),
+                        row_condition='item=="temp"',
+                        condition_parser="pandas",
+                    )
+                )
+        outcome = batch.validate(context.suites.add(suite))
+        for r in outcome.results:
+            cfg = r.expectation_config
+            results.append(
+                {
+                    "table": table,
+                    "expectation": f"{cfg.type}({', '.join(f'{k}={v}' for k, v in cfg.kwargs.items() if k != 'batch_id')})",
+                    "success": bool(r.success),
+                    "unexpected_count": int((r.result or {}).get("unexpected_count") or 0),
+                }
+            )
+    return results
