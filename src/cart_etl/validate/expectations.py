@@ -86,10 +86,17 @@ def run_suites(frames: dict[str, pl.DataFrame]) -> list[dict[str, Any]]:
         outcome = batch.validate(context.suites.add(suite))
         for r in outcome.results:
             cfg = r.expectation_config
+            if cfg is None:
+                continue
+            shown = {
+                k: v
+                for k, v in cfg.kwargs.items()
+                if k in ("column", "min_value", "max_value", "value_set")
+            }
             results.append(
                 {
                     "table": table,
-                    "expectation": f"{cfg.type}({', '.join(f'{k}={v}' for k, v in cfg.kwargs.items() if k != 'batch_id')})",
+                    "expectation": f"{cfg.type}({', '.join(f'{k}={v}' for k, v in shown.items())})",
                     "success": bool(r.success),
                     "unexpected_count": int((r.result or {}).get("unexpected_count") or 0),
                 }
