@@ -237,6 +237,73 @@ _RULES += (
     ),
 )
 
+_RULES += (
+    Rule(
+        "date.excel_serial",
+        "all",
+        "<date>",
+        "warning",
+        "a date cell held an Excel serial number; converted from the 1900 date system",
+        "format the column as text dates in the source export",
+    ),
+    Rule(
+        "date.alternate_format",
+        "all",
+        "<date>",
+        "warning",
+        "a date used a declared alternate format instead of the file's own",
+        "export every date of the file in one format",
+    ),
+    Rule(
+        "date.timezone_assumed",
+        "all",
+        "<date>",
+        "warning",
+        "a timestamp lacked its UTC offset; the site timezone was assumed",
+        "export timestamps with their offset (+08:00)",
+    ),
+    Rule(
+        "number.decimal_comma",
+        "vitals/labs",
+        "value",
+        "warning",
+        "a decimal comma was read as a decimal point",
+        "export numbers with a decimal point",
+    ),
+    Rule(
+        "text.normalised",
+        "all",
+        "<field>",
+        "warning",
+        "full-width characters or leading/trailing spaces were normalised (NFKC + strip)",
+        "fix the cell in the source system (input-method full-width characters, stray spaces)",
+    ),
+    Rule(
+        "unit.converted",
+        "vitals/labs/drugs",
+        "unit",
+        "warning",
+        "a value was converted to the canonical unit (°F -> °C, mg/dL -> mg/L, g -> mg); the original is kept",
+        "none needed; unify units in the source system if possible",
+    ),
+    Rule(
+        "unit.inferred",
+        "vitals/labs",
+        "unit",
+        "warning",
+        "a blank unit was filled with the item's only declared unit",
+        "fill the unit column in the source export",
+    ),
+    Rule(
+        "drug.dose.per_kg",
+        "drugs",
+        "dose",
+        "warning",
+        "a dose written per kg was multiplied by the patient's infusion weight and rounded to the mg",
+        "record the administered dose in mg",
+    ),
+)
+
 RULES: dict[str, Rule] = {r.rule_id: r for r in _RULES}
 
 

@@ -1,0 +1,268 @@
+"""Validate an extract stream end to end: dedupe, stage, check, cross-check, warn, account."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+import pandera.polars as pa
+import polars as pl
+
+from cart_etl.errors import FailureCase
+from cart_etl.extract.contract import ENTITIES, RawBatch, Rejected, empty_frame
+from cart_etl.transform.staging import (
+    CAST_SPECS,
+    StagingContext,
+    ValueMaps,
+    date_recovery,
+    stg_drugs,
+    stg_measurements,
+    stg_oxygen,
+    stg_table,
+    stg_vasopressors,
+    text_was_normalised,
+)
+from cart_etl.validate import crossfile
+from cart_etl.validate.quarantine import cast_failures, validate_frame
+from cart_etl.validate.report import FileSummary
+from cart_etl.validate.rules import RULES
+from cart_etl.validate.staged import (
+    StgDemographics,
+    StgDrug,
+    StgInfusion,
+    StgMeasurement,
+    StgOxygen,
+    clinical_flag,
+    implausible,
+)
+
+MODELS: dict[str, type[pa.DataFrameModel]] = {
+    "vitals": StgMeasurement,
+    "labs": StgMeasurement,
+    "oxygen": StgOxygen,
+    "drugs": StgDrug,
+    "demographics": StgDemographics,
+    "infusion": StgInfusion,
+}
+# Timestamp columns per entity whose recovery (serial, alternate format, offset) is reported.
+DATE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "vitals": ("at",),
+    "labs": ("at",),
+    "oxygen": ("at",),
+    "drugs": ("at",),
+    **{
+        e: tuple(k for k, v in spec.items() if v in ("date", "datetime"))
+        for e, spec in CAST_SPECS.items()
+    },
+}
+
+
+@dataclass
+class ValidationOutcome:
+    """Accepted staged frames, quarantined cases, warnings and per-file accounting."""
+
+    accepted: dict[str, pl.DataFrame]
+    quarantined: list[FailureCase]
+    warnings: list[FailureCase]
+    files: list[FileSummary] = field(default_factory=list)
+
+
+def collect(
+    stream: Iterable[RawBatch | Rejected],
+) -> tuple[dict[str, pl.DataFrame], list[FailureCase]]:
+    """Concatenate raw batches per entity; turn extractor rejections into failure cases."""
+    parts: dict[str, list[pl.DataFrame]] = defaultdict(list)
+    rejected: list[FailureCase] = []
+    for item in stream:
+        if isinstance(item, RawBatch):
+            parts[item.entity].append(item.frame)
+        else:
+            rejected.append(
+                FailureCase(
+                    item.source,
+                    item.file,
+                    item.row,
+                    item.field,
+                    item.value,
+                    item.rule_id,
+                    item.message,
+                )
+            )
+    frames = {e: pl.concat(parts[e]) if parts[e] else empty_frame(e) for e in ENTITIES}
+    return frames, rejected
+
+
+def validate_raw(
+    frames: dict[str, pl.DataFrame],
+    ctx: StagingContext,
+    values: ValueMaps,
+    *,
+    extractor_rejects: list[FailureCase] | None = None,
+    study_window: tuple[date, date] | None = None,
+    allow_reinfusion: bool = False,
+) -> ValidationOutcome:
+    """Run every rule over the canonical raw frames of one source.
+
+    Order: duplicates (raw) -> staging -> cast failures -> pandera models -> cross-file rules
+    (orphans, infusions, day-28 window, follow-up order) -> data-quality warnings on what
+    was accepted. Every raw record ends accepted or quarantined (tested per file).
+    """
+    cases: list[FailureCase] = list(extractor_rejects or [])
+    accepted: dict[str, pl.DataFrame] = {}
+    deduped: dict[str, pl.DataFrame] = {}
+    for entity in ENTITIES:
+        ok, dup = crossfile.filter_duplicates(entity, frames[entity])
+        deduped[entity], cases = ok, cases + dup
+
+    def check(entity: str, staged: pl.DataFrame) -> pl.DataFrame:
+        nonlocal cases
+        spec = CAST_SPECS.get(entity)
+        if spec:
+            staged, failed = cast_failures(staged, {k: v for k, v in spec.items() if v != "text"})
+            cases += failed
+        model = MODELS.get(entity)
+        if model is not None:
+            result = validate_frame(model, staged)
+            cases += result.quarantined
+            staged = result.accepted
+        return staged
+
+    patients = check(
+        "demographics", stg_table(deduped["demographics"], ctx, values, "demographics")
+    )
+    infusion = check("infusion", stg_table(deduped["infusion"], ctx, values, "infusion"))
+    infusion, c1 = crossfile.filter_orphans(infusion, patients)
+    infusion, c2 = crossfile.filter_extra_infusions(infusion, allow_reinfusion=allow_reinfusion)
+    infusion, c3 = crossfile.filter_infusion_dates(
+        infusion, patients, window=study_window, timezone=ctx.timezone
+    )
+    cases += c1 + c2 + c3
+    accepted["demographics"], accepted["infusion"] = patients, infusion
+    weights = infusion.select("patient_key", "weight_kg").unique("patient_key", keep="first")
+    staged: dict[str, pl.DataFrame] = {
+        "vitals": stg_measurements(deduped["vitals"], ctx, code="item"),
+        "labs": stg_measurements(deduped["labs"], ctx, code="test"),
+        "oxygen": stg_oxygen(deduped["oxygen"], ctx),
+        "drugs": stg_drugs(deduped["drugs"], ctx, values, weights),
+    }
+    staged["vasopressors"] = stg_vasopressors(deduped["vasopressors"], ctx, values)
+    for entity in ("response", "follow_up", "infections", "icans", "recorded_crs"):
+        staged[entity] = stg_table(deduped[entity], ctx, values, entity)
+    for entity, staged_table in staged.items():
+        checked, orphan_cases = crossfile.filter_orphans(check(entity, staged_table), patients)
+        cases += orphan_cases
+        if entity == "response":
+            checked, more = crossfile.filter_response_window(
+                checked, infusion, timezone=ctx.timezone
+            )
+            cases += more
+        if entity == "follow_up":
+            checked, more = crossfile.filter_followup_order(checked)
+            cases += more
+        accepted[entity] = checked
+    for entity in ("vitals", "labs"):
+        accepted[entity] = accepted[entity].with_columns(flag=clinical_flag())
+    warnings = [w for entity, table in accepted.items() for w in _warnings(entity, table, ctx)]
+    files = _accounting(frames, accepted, cases, warnings)
+    return ValidationOutcome(accepted, cases, warnings, files)
+
+
+def _warn(rec: dict, rule_id: str, field: str, value: object) -> FailureCase:  # type: ignore[type-arg]
+    rule = RULES[rule_id]
+    return FailureCase(
+        source=str(rec["source"]),
+        file=str(rec["file"]),
+        row=str(rec["row"]),
+        field=field,
+        value="" if value is None else str(value),
+        rule_id=rule_id,
+        message=f"{rec['file']} row {rec['row']}: {field}={value!r}: {rule.checks}. "
+        f"Fix: {rule.fix}",
+    )
+
+
+def _warnings(entity: str, table: pl.DataFrame, ctx: StagingContext) -> list[FailureCase]:
+    """Data-quality warnings on accepted rows: every recovered defect is reported, none silent."""
+    if table.is_empty():
+        return []
+    out: list[FailureCase] = []
+    exprs: dict[str, pl.Expr] = {}
+    for col in DATE_COLUMNS.get(entity, ()):
+        raw = f"{col}_raw"
+        if raw in table.columns:
+            exprs[f"_date_{col}"] = date_recovery(ctx, pl.col(raw))
+    raw_cols = [c for c in table.columns if c.endswith("_raw")] + [
+        c
+        for c in (
+            "item_code",
+            "test_code",
+            "drug_code",
+            "device_code",
+            "patient_key",
+            "study_id_raw",
+        )
+        if c in table.columns
+    ]
+    for col in raw_cols:
+        exprs[f"_text_{col}"] = text_was_normalised(pl.col(col))
+    if entity in ("vitals", "labs"):
+        exprs["_implausible"] = implausible()
+    flagged = table.with_columns(**exprs) if exprs else table
+    for rec in flagged.iter_rows(named=True):
+        for col in DATE_COLUMNS.get(entity, ()):
+            kind = rec.get(f"_date_{col}")
+            if kind:
+                out.append(_warn(rec, f"date.{kind}", col, rec.get(f"{col}_raw")))
+        for col in raw_cols:
+            if rec.get(f"_text_{col}"):
+                out.append(_warn(rec, "text.normalised", col.removesuffix("_raw"), rec.get(col)))
+        if rec.get("has_decimal_comma"):
+            out.append(_warn(rec, "number.decimal_comma", "value", rec.get("value_raw")))
+        if rec.get("is_unit_converted"):
+            field_name = "dose" if entity == "drugs" else "unit"
+            shown = rec.get("dose_raw") if entity == "drugs" else rec.get("unit_raw")
+            out.append(_warn(rec, "unit.converted", field_name, shown))
+        if rec.get("is_unit_inferred"):
+            out.append(_warn(rec, "unit.inferred", "unit", rec.get("unit_raw")))
+        if rec.get("is_dose_per_kg"):
+            out.append(_warn(rec, "drug.dose.per_kg", "dose", rec.get("dose_raw")))
+        if rec.get("_implausible"):
+            out.append(_warn(rec, "measurement.value.implausible", "value", rec.get("value_raw")))
+    return out
+
+
+def _accounting(
+    frames: dict[str, pl.DataFrame],
+    accepted: dict[str, pl.DataFrame],
+    cases: list[FailureCase],
+    warnings: list[FailureCase],
+) -> list[FileSummary]:
+    """rows_in / accepted / quarantined per (source, file); records are (file, row) pairs."""
+    rows_in: Counter[tuple[str, str]] = Counter()
+    for frame in frames.values():
+        for (source, file), n in frame.group_by(["source", "file"]).len().iter_rows():
+            rows_in[(source, file)] += n
+    ok: Counter[tuple[str, str]] = Counter()
+    for frame in accepted.values():
+        if not frame.is_empty():
+            for (source, file), n in frame.group_by(["source", "file"]).len().iter_rows():
+                ok[(source, file)] += n
+    bad: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for c in cases:
+        bad[(c.source, c.file)].add(c.row)
+    extractor_only = {k for k in bad if k not in rows_in}
+    warned: Counter[tuple[str, str]] = Counter((w.source, w.file) for w in warnings)
+    keys = sorted(set(rows_in) | extractor_only)
+    return [
+        FileSummary(
+            source=s,
+            file=f,
+            rows_in=rows_in[(s, f)] + (len(bad[(s, f)]) if (s, f) in extractor_only else 0),
+            accepted=ok[(s, f)],
+            quarantined=len(bad[(s, f)]),
+            warnings=warned[(s, f)],
+        )
+        for s, f in keys
+    ]
