@@ -140,10 +140,14 @@ def date_recovery(ctx: StagingContext, raw: pl.Expr, file_col: str = "file") -> 
 
 
 def text_was_normalised(raw: pl.Expr) -> pl.Expr:
-    """True when NFKC + strip changed a non-empty cell (full-width characters, stray spaces)."""
-    return (raw.is_not_null() & (raw != raw.str.normalize("NFKC").str.strip_chars())).fill_null(
-        False
-    )
+    """True for full-width ASCII forms (U+FF01-FF5E, ideographic space) or stray spaces.
+
+    Compatibility symbols that NFKC also rewrites (℃ -> °C, µ -> μ) are how labs print
+    units, not data-entry slips, so they are not reported.
+    """
+    spaced = raw != raw.str.strip_chars()
+    fullwidth = raw.str.contains("[\uff01-\uff5e\u3000]")
+    return (spaced | fullwidth).fill_null(False)
 
 
 def _concept(ctx: StagingContext, system: str, code: str) -> pl.Expr:

@@ -12,6 +12,7 @@ import polars as pl
 
 from cart_etl.errors import FailureCase
 from cart_etl.extract.contract import ENTITIES, RawBatch, Rejected, empty_frame
+from cart_etl.transform.casts import has_decimal_comma, normalise_text
 from cart_etl.transform.staging import (
     CAST_SPECS,
     StagingContext,
@@ -114,6 +115,11 @@ def validate_raw(
     deduped: dict[str, pl.DataFrame] = {}
     for entity in ENTITIES:
         ok, dup = crossfile.filter_duplicates(entity, frames[entity])
+        # Patient keys link files: compare them normalised (a padded or full-width MRN is
+        # the same patient), keep the text as written for the report.
+        ok = ok.with_columns(
+            patient_key_raw=pl.col("patient_key"), patient_key=normalise_text(pl.col("patient_key"))
+        )
         deduped[entity], cases = ok, cases + dup
 
     def check(entity: str, staged: pl.DataFrame) -> pl.DataFrame:
@@ -193,18 +199,19 @@ def _warnings(entity: str, table: pl.DataFrame, ctx: StagingContext) -> list[Fai
         raw = f"{col}_raw"
         if raw in table.columns:
             exprs[f"_date_{col}"] = date_recovery(ctx, pl.col(raw))
+    # Text columns whose normalisation is reported (coded columns are kept as written).
     raw_cols = [c for c in table.columns if c.endswith("_raw")] + [
         c
-        for c in (
-            "item_code",
-            "test_code",
-            "drug_code",
-            "device_code",
-            "patient_key",
-            "study_id_raw",
-        )
+        for c in ("item_code", "test_code", "drug_code", "device_code", "specimen_id")
         if c in table.columns
     ]
+    number_cols = [
+        k
+        for k, v in CAST_SPECS.get(entity, {}).items()
+        if v == "number" and f"{k}_raw" in table.columns
+    ]
+    for col in number_cols:
+        exprs[f"_comma_{col}"] = has_decimal_comma(pl.col(f"{col}_raw"))
     for col in raw_cols:
         exprs[f"_text_{col}"] = text_was_normalised(pl.col(col))
     if entity in ("vitals", "labs"):
@@ -220,6 +227,9 @@ def _warnings(entity: str, table: pl.DataFrame, ctx: StagingContext) -> list[Fai
                 out.append(_warn(rec, "text.normalised", col.removesuffix("_raw"), rec.get(col)))
         if rec.get("has_decimal_comma"):
             out.append(_warn(rec, "number.decimal_comma", "value", rec.get("value_raw")))
+        for col in number_cols:
+            if rec.get(f"_comma_{col}"):
+                out.append(_warn(rec, "number.decimal_comma", col, rec.get(f"{col}_raw")))
         if rec.get("is_unit_converted"):
             field_name = "dose" if entity == "drugs" else "unit"
             shown = rec.get("dose_raw") if entity == "drugs" else rec.get("unit_raw")
@@ -242,12 +252,12 @@ def _accounting(
     """rows_in / accepted / quarantined per (source, file); records are (file, row) pairs."""
     rows_in: Counter[tuple[str, str]] = Counter()
     for frame in frames.values():
-        for (source, file), n in frame.group_by(["source", "file"]).len().iter_rows():
+        for source, file, n in frame.group_by(["source", "file"]).len().iter_rows():
             rows_in[(source, file)] += n
     ok: Counter[tuple[str, str]] = Counter()
     for frame in accepted.values():
         if not frame.is_empty():
-            for (source, file), n in frame.group_by(["source", "file"]).len().iter_rows():
+            for source, file, n in frame.group_by(["source", "file"]).len().iter_rows():
                 ok[(source, file)] += n
     bad: dict[tuple[str, str], set[str]] = defaultdict(set)
     for c in cases:
