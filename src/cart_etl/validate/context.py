@@ -104,12 +104,12 @@ def context_from_site(mapping: SiteMapping) -> tuple[StagingContext, ValueMaps]:
                     elif target.column in ("route", "indication", "site", "death_cause"):
                         values[f"{entity}.{target.column}"] = {k: v for k, v in mapped.items() if v}
             for key in ("values", "special_values"):
-                table = col.options.get(key)
-                if isinstance(table, Mapping):
+                coded = col.options.get(key)
+                if isinstance(coded, Mapping):
                     for entity, target in col.targets.items():
                         if target.column:
                             values.setdefault(f"{entity}.{target.column}", {}).update(
-                                {normalize_key(str(k)): _text(v) for k, v in table.items()}
+                                {normalize_key(str(k)): _text(v) for k, v in coded.items()}
                             )
     # Units of long files resolve against any file's unit table; fill defaults again now.
     ctx = StagingContext(
