@@ -37,8 +37,12 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # the command's own exit code / usage errors
         except CartEtlError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
+            err_console.print(
+                f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]")
@@ -55,6 +59,7 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
                 f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
                 "(set CART_ETL_DEBUG=1 for the traceback and report it)",
                 highlight=False,
+                soft_wrap=True,
             )
             raise typer.Exit(3) from None
 
@@ -128,6 +133,50 @@ def _print_synth_summary(
     fhir_dir = out / "fhir"
     where_fhir = f"; FHIR: {fhir_dir}" if fhir_dir.exists() else ""
     console.print(f"truth: {out / 'truth' / 'patients.csv'}{where_fhir}")
+
+
+@app.command("validate")
+@cli_errors
+def validate_cmd(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="Site export folder, or a SQLAlchemy URL (sqlite:///x.db, postgresql://...)."
+        ),
+    ] = None,
+    site: Annotated[
+        str | None, typer.Option(help="Site mapping name (mappings/sites/<site>.yaml).")
+    ] = None,
+    report: Annotated[
+        Path, typer.Option(help="Folder for validation.html and validation.json.")
+    ] = Path("validation_report"),
+    expectations: Annotated[
+        bool,
+        typer.Option("--expectations/--no-expectations", help="Run the great-expectations suites."),
+    ] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Check an export before it is accepted (exit 0 clean, 1 quarantined/warnings, 2 fatal)."""
+    from cart_etl.errors import ConfigurationError
+    from cart_etl.validate.report import write_report
+    from cart_etl.validate.validate import validate_site
+
+    if source is None or site is None:
+        raise ConfigurationError(
+            "validate needs a source and its site mapping.",
+            fix="run `cart-etl validate EXPORT_DIR --site tianjin_ref` (or pass a SQLAlchemy URL).",
+        )
+    _, result = validate_site(source, site, expectations=expectations)
+    html_path, _ = write_report(result, report)
+    s = result.to_json()["summary"]
+    line = (
+        f"{s['rows_in']:,} rows: {s['rows_accepted']:,} accepted, "
+        f"{s['rows_quarantined']:,} quarantined, {s['warnings']:,} warnings, "
+        f"{s['expectations_failed']} failed expectations -> {html_path}"
+    )
+    if not quiet:
+        console.print(line, highlight=False, soft_wrap=True)
+    raise typer.Exit(result.exit_code)
 
 
 @app.command("init-store")
