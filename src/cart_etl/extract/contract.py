@@ -52,7 +52,15 @@ ENTITY_COLUMNS: Mapping[str, tuple[str, ...]] = {
         "donor_derived",
     ),
     "vitals": ("at", "item_system", "item_code", "value", "unit"),
-    "oxygen": ("at", "item_system", "item_code", "device_system", "device_code", "flow_l_min", "flow_unit"),
+    "oxygen": (
+        "at",
+        "item_system",
+        "item_code",
+        "device_system",
+        "device_code",
+        "flow_l_min",
+        "flow_unit",
+    ),
     "labs": ("at", "test_system", "test_code", "value", "unit", "specimen_id"),
     "drugs": (
         "at",
