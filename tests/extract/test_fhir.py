@@ -452,9 +452,9 @@ def test_19_gzipped_ndjson_streams() -> None:
     assert result.rejected == []
     assert one_row(result.frame("demographics"), "pat-gz-1")["study_id"] == "CASE-GZ-1"
     oxygen = result.frame("oxygen").sort("row")
-    assert oxygen.select("row", "flow_l_min", "flow_unit").rows() == [
-        ("gz-fio2-1", "40", "%"),
-        ("gz-flow-1", "4", "L/min"),
+    assert oxygen.select("row", "item_code", "flow_l_min", "flow_unit").rows() == [
+        ("gz-fio2-1", "3150-0", "40", "%"),  # FiO2: told apart by its item code and unit
+        ("gz-flow-1", "3151-8", "4", "L/min"),
     ]
     pressor = one_row(result.frame("vasopressors"), "gz-norepi-1")
     assert (pressor["start"], pressor["stop"], pressor["rate"], pressor["rate_unit"]) == (
@@ -484,6 +484,7 @@ def test_21_device_use_statement_and_device_reference_give_oxygen_rows() -> None
         ("dus-hfnc", "2021-03-07T08:00:00+08:00", SNOMED, "426854004"),  # contained Device
         ("proc-o2-device-ref", "2021-03-07T12:00:00+08:00", fx.LOCAL_SYSTEM, "nasal-cannula"),
     ]
+    assert one_row(oxygen, "proc-o2-device-ref")["item_code"] == fx.OXYGEN_THERAPY_SNOMED[0]
     (intended,) = result.rejected
     assert (intended.row, intended.rule_id) == ("dus-intended", RULE_STATUS)
 

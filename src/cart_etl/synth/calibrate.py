@@ -467,6 +467,11 @@ def _assign_treatment(
     durations = np.array([p.crs_duration_min / 1440 for p in toci_pts])  # type: ignore[operator]
     for plan, course in zip(toci_pts, _toci_courses(rng, durations), strict=True):
         plan.toci_mg = course
+        # Tocilizumab is prescribed per kg (8 mg/kg label, 4 mg/kg low dose): where the
+        # first dose fits an adult weight, the patient weighs exactly dose/8 or dose/4 kg.
+        fits = [course[0] / k for k in (8, 4) if 40 <= course[0] / k <= 90]
+        if plan.age_years >= 16 and fits and rng.random() < 0.7:
+            plan.weight_kg = fits[0]
     # Steroids: larger totals to higher grades (toci); non-toci steroid-only patients are
     # 1 grade-1, 3 grade-2 and all 6 grade-3 (Results 3.2).
     toci_ster = np.sort(steroid[0])

@@ -93,8 +93,9 @@ _KINDS: Final = (
     ),
     DefectKind(
         "dose_unit_mg_per_kg",
-        "A tocilizumab dose written as '8mg/kg'; only where the administered dose equals "
-        "round(8 * infusion weight), so the absolute dose is recoverable.",
+        "A tocilizumab dose written as its prescription per kg ('8mg/kg', '4mg/kg' or "
+        "'12mg/kg'); only where the administered dose equals round(prescription * infusion "
+        "weight), so the absolute dose is recoverable.",
         "recover",
         "Multiply by the patient's infusion weight (the weight column of the CAR-T infusion "
         "file) and round to the mg.",

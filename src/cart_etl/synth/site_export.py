@@ -192,7 +192,9 @@ INDICATION_NAMES: Final = {
     "HLH": "噬血细胞综合征(HLH)",
     "prophylaxis": "预防用药",
 }
-TOCILIZUMAB_MG_PER_KG: Final = 8
+# Tocilizumab is prescribed per kg (label 8 mg/kg; 4-8 mg/kg in the NCI 2016 protocol; 12 mg/kg
+# under 30 kg), so a MAR may chart the prescription instead of the absolute dose.
+TOCILIZUMAB_MG_PER_KG: Final = (8, 4, 12)
 
 VASOPRESSOR_NAMES: Final = {
     "norepinephrine": "去甲肾上腺素",
@@ -975,6 +977,7 @@ class SiteExportWriter:
         self._specimens = 0
         self._typo_cache: tuple[str, list[str]] = ("", [])
         self._closed = False
+        self._weight: float | None = None  # infusion weight of the patient being written
 
     def __enter__(self) -> Self:
         """Return the writer itself."""
@@ -1002,6 +1005,7 @@ class SiteExportWriter:
             self._planner.start_patient()
         demo = record.demographics
         mrn = demo.mrn
+        self._weight = record.infusion.weight_kg if record.infusion is not None else None
         self._mrns.add(mrn)
         self._typo_cache = ("", [])
         self._emit(PATIENTS, [_register_row(demo)], None, record)
@@ -1202,6 +1206,13 @@ class SiteExportWriter:
         if kind == "mrn_typo":
             typos = self._typos(value)
             return [(col, typos[planner.variant(len(typos))])]
+        if kind == "dose_unit_mg_per_kg":
+            text = (
+                None
+                if self._weight is None
+                else per_kg_text(float(value.removesuffix("mg")), self._weight)
+            )
+            return None if text is None else [(col, text)]
         return _value_defect(kind, col, layout, value)
 
 
@@ -1267,13 +1278,17 @@ def _dose_candidates(col: int, ev: DrugAdministration, record: ClinicalRecord) -
     if DRUG_UNITS[ev.drug] == "mg":
         out.append(("dose_unit_g", col))
     inf = record.infusion
-    if (
-        ev.drug == "tocilizumab"
-        and inf is not None
-        and ev.dose == round(TOCILIZUMAB_MG_PER_KG * inf.weight_kg)
-    ):
+    if ev.drug == "tocilizumab" and inf is not None and per_kg_text(ev.dose, inf.weight_kg):
         out.append(("dose_unit_mg_per_kg", col))
     return out
+
+
+def per_kg_text(dose_mg: float, weight_kg: float) -> str | None:
+    """'8mg/kg' (or 4 / 12) when that prescription times the weight rounds to the dose."""
+    for per_kg in TOCILIZUMAB_MG_PER_KG:
+        if dose_mg == round(per_kg * weight_kg):
+            return f"{per_kg}mg/kg"
+    return None
 
 
 def _parse_date(layout: FileLayout, value: Cell) -> datetime:
@@ -1316,8 +1331,6 @@ def _value_defect(
         return [(col, scale_decimal(value, Decimal("0.1"))), (_UNIT_COL[layout.path], CRP_ALT_UNIT)]
     if kind == "dose_unit_g":
         return [(col, scale_decimal(value.removesuffix("mg"), Decimal("0.001")) + "g")]
-    if kind == "dose_unit_mg_per_kg":
-        return [(col, f"{TOCILIZUMAB_MG_PER_KG}mg/kg")]
     if kind == "missing_unit":
         return [(col, "")]
     if kind == "impossible_value":

@@ -66,7 +66,9 @@ def context_from_site(mapping: SiteMapping) -> tuple[StagingContext, ValueMaps]:
     for spec in mapping.files.values():
         formats = _dates(spec)
         if formats is not None:
+            # Rows carry the file name (file delivery) or the table name (SQL delivery).
             dates[spec.name] = formats
+            dates[spec.table] = formats
         for lookup_name, table in spec.lookups.items():
             if lookup_name in ("units", "dose_units") and isinstance(table, Mapping):
                 for printed, entry in table.items():
