@@ -10,7 +10,7 @@ the staged pandera models (``cart_etl.validate.staged``) quarantine them with a 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -69,6 +69,19 @@ class StagingContext:
     flow_regex: str = r"(\d+(?:\.\d+)?)\s*L/min"
     # FHIR sends JSON numbers: a decimal comma there is a malformed resource, not a habit.
     allow_decimal_comma: bool = True
+    iso_fallback: bool = True  # parse files without declared formats as ISO 8601
+
+    def narrow(self, df: pl.DataFrame, file_col: str = "file") -> StagingContext:
+        """The context restricted to the files present in ``df``.
+
+        polars evaluates every when/then branch on every row, so parsing a frame with the
+        formats of all files of a site would cost one strptime per format per file.
+        """
+        present = (
+            set(df.get_column(file_col).unique().to_list()) if file_col in df.columns else set()
+        )
+        dates = {f: spec for f, spec in self.dates.items() if f in present}
+        return replace(self, dates=dates, iso_fallback=bool(present - set(dates)) or not present)
 
 
 @cache
@@ -83,10 +96,53 @@ def canonical_units() -> dict[str, str]:
     return {k: v["unit"] for k, v in plausibility()["measurements"].items()}
 
 
+def parse_timestamps(
+    df: pl.DataFrame, ctx: StagingContext, columns: Mapping[str, str]
+) -> pl.DataFrame:
+    """Add parsed timestamp columns (``out: raw``) to a bulk frame, fast path first.
+
+    Every row is parsed with its file's primary format only; the few rows that fail (Excel
+    serials, alternate formats, missing offsets: defects) are re-parsed with all declared
+    formats. Same result as ``_parse_at`` with every format, several times faster on
+    millions of clean rows because polars evaluates every when/then branch on every row.
+    """
+    ctx = ctx.narrow(df)
+    primary = replace(
+        ctx,
+        dates={
+            f: replace(s, formats=s.formats[:1], excel_serial=False) for f, s in ctx.dates.items()
+        },
+    )
+    out = df.with_columns(
+        [_parse_at(primary, pl.col(raw)).alias(name) for name, raw in columns.items()]
+    )
+    retry = pl.any_horizontal(
+        [
+            pl.col(name).is_null() & normalise_text(pl.col(raw)).is_not_null()
+            for name, raw in columns.items()
+        ]
+    )
+    failed = out.with_row_index("_ix").filter(retry)
+    if failed.is_empty():
+        return out
+    fixed = failed.with_columns(
+        [_parse_at(ctx, pl.col(raw)).alias(name) for name, raw in columns.items()]
+    )
+    return (
+        out.with_row_index("_ix")
+        .update(fixed.select("_ix", *columns), on="_ix", how="left")
+        .drop("_ix")
+    )
+
+
 def _parse_at(ctx: StagingContext, raw: pl.Expr, file_col: str = "file") -> pl.Expr:
     """Per-file declared formats; files without a declaration are ISO 8601 (FHIR, SQL dumps)."""
-    iso = parse_local_datetime(
-        raw.str.replace(r"Z$", "+00:00"), ISO_FORMATS, timezone=ctx.timezone, excel_serial=False
+    iso = (
+        parse_local_datetime(
+            raw.str.replace(r"Z$", "+00:00"), ISO_FORMATS, timezone=ctx.timezone, excel_serial=False
+        )
+        if ctx.iso_fallback
+        else pl.lit(None, dtype=pl.Datetime("us", "UTC"))
     )
     expr: pl.Expr | None = None
     for file, spec in ctx.dates.items():
@@ -183,30 +239,34 @@ def stg_measurements(df: pl.DataFrame, ctx: StagingContext, *, code: str) -> pl.
     source unit is the printed unit mapped to UCUM, or, when the cell is blank, the single
     unit the mapping declares for the item (``is_unit_inferred``).
     """
-    targets = canonical_units()
-    key = _concept(ctx, f"{code}_system", f"{code}_code")
-    printed = _unit(ctx, pl.col("unit"))
-    inferred = key.replace_strict(dict(ctx.default_units), default=None, return_dtype=pl.String)
-    blank = normalise_text(pl.col("unit")).is_null()
-    source_unit = pl.when(blank).then(inferred).otherwise(printed)
-    target_unit = key.replace_strict(targets, default=None, return_dtype=pl.String)
-    value = parse_number(pl.col("value"))
-    if not ctx.allow_decimal_comma:
-        value = pl.when(has_decimal_comma(pl.col("value"))).then(None).otherwise(value)
-    return df.with_columns(
-        at_raw=pl.col("at"),
-        value_raw=pl.col("value"),
-        unit_raw=pl.col("unit"),
-    ).with_columns(
-        item=key,
-        at=_parse_at(ctx, pl.col("at_raw")),
-        value=_convert(value, source_unit, target_unit).round(4),
-        unit=target_unit,
-        source_unit=source_unit,
+    ctx = ctx.narrow(df)
+    # Materialise each step once: eager polars does not share sub-expressions between columns.
+    framed = df.rename({"at": "at_raw", "value": "value_raw", "unit": "unit_raw"}).with_columns(
+        item=_concept(ctx, f"{code}_system", f"{code}_code"),
+        _unit_text=normalise_text(pl.col("unit_raw")),
         has_decimal_comma=has_decimal_comma(pl.col("value_raw")),
-        is_unit_inferred=blank & inferred.is_not_null(),
-        is_unit_converted=(source_unit != target_unit).fill_null(False),
     )
+    framed = framed.with_columns(
+        unit=pl.col("item").replace_strict(canonical_units(), default=None, return_dtype=pl.String),
+        _inferred=pl.col("item").replace_strict(
+            dict(ctx.default_units), default=None, return_dtype=pl.String
+        ),
+        _printed=_unit(ctx, pl.col("_unit_text")),
+        _number=parse_number(pl.col("value_raw")),
+    )
+    blank = pl.col("_unit_text").is_null()
+    framed = framed.with_columns(
+        source_unit=pl.when(blank).then(pl.col("_inferred")).otherwise(pl.col("_printed")),
+        is_unit_inferred=blank & pl.col("_inferred").is_not_null(),
+    )
+    number = pl.col("_number")
+    if not ctx.allow_decimal_comma:
+        number = pl.when(pl.col("has_decimal_comma")).then(None).otherwise(number)
+    staged = framed.with_columns(
+        value=_convert(number, pl.col("source_unit"), pl.col("unit")).round(4),
+        is_unit_converted=(pl.col("source_unit") != pl.col("unit")).fill_null(False),
+    ).drop("_unit_text", "_inferred", "_printed", "_number")
+    return parse_timestamps(staged, ctx, {"at": "at_raw"})
 
 
 def stg_oxygen(df: pl.DataFrame, ctx: StagingContext) -> pl.DataFrame:
@@ -216,6 +276,7 @@ def stg_oxygen(df: pl.DataFrame, ctx: StagingContext) -> pl.DataFrame:
     declared order (first match wins), so "面罩" does not capture "储氧面罩" when the
     non-rebreather pattern is listed first.
     """
+    ctx = ctx.narrow(df)
     text = normalise_text(pl.col("device_code"))
     device: pl.Expr = pl.lit(None, dtype=pl.String)
     for pattern, name in reversed(ctx.oxygen_devices):
@@ -223,8 +284,8 @@ def stg_oxygen(df: pl.DataFrame, ctx: StagingContext) -> pl.DataFrame:
     # A coded device (FHIR: SNOMED in device_system/device_code) wins over text patterns.
     coded = _concept(ctx, "device_system", "device_code")
     flow_from_text = parse_number(text.str.extract(ctx.flow_regex, 1))
-    return df.with_columns(at_raw=pl.col("at"), device_raw=pl.col("device_code")).with_columns(
-        at=_parse_at(ctx, pl.col("at_raw")),
+    framed = df.with_columns(at_raw=pl.col("at"), device_raw=pl.col("device_code")).drop("at")
+    return parse_timestamps(framed, ctx, {"at": "at_raw"}).with_columns(
         device=pl.coalesce([coded, device]),
         flow_l_min=pl.coalesce([parse_number(pl.col("flow_l_min")), flow_from_text]),
     )
@@ -322,6 +383,7 @@ def stg_table(
     df: pl.DataFrame, ctx: StagingContext, values: ValueMaps, entity: str
 ) -> pl.DataFrame:
     """Cast one small canonical table by its spec; raw text kept as ``<field>_raw``."""
+    ctx = ctx.narrow(df)
     spec = CAST_SPECS[entity]
     renamed = df.rename({name: f"{name}_raw" for name in spec})
     return renamed.with_columns(
@@ -353,6 +415,7 @@ def stg_drugs(
     (mg, or μg for G-CSF); mg/kg is multiplied by the patient's infusion weight
     (``weights``: patient_key, weight_kg) and rounded to the mg, flagged ``is_dose_per_kg``.
     """
+    ctx = ctx.narrow(df)
     drug_units = {k: v["unit"] for k, v in plausibility()["drugs"].items()}
     text = normalise_text(pl.col("dose_raw"))
     from_text_value = parse_number(text.str.extract(_DOSE_TEXT, 1))
@@ -368,13 +431,13 @@ def stg_drugs(
         )
         .with_columns(
             drug=_concept(ctx, "drug_system", "drug_code"),
-            at=_parse_at(ctx, pl.col("at_raw")),
             source_dose=value,
             source_unit=unit,
             route=values.expr("drugs.route", pl.col("route_raw")),
         )
         .join(weights.select("patient_key", "weight_kg"), on="patient_key", how="left")
     )
+    staged = parse_timestamps(staged, ctx, {"at": "at_raw"})
     per_kg = pl.col("source_unit") == "mg/kg"
     target = pl.col("drug").replace_strict(drug_units, default=None, return_dtype=pl.String)
     absolute = pl.when(per_kg).then((pl.col("source_dose") * pl.col("weight_kg")).round(0))

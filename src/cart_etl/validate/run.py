@@ -195,6 +195,7 @@ def _warnings(entity: str, table: pl.DataFrame, ctx: StagingContext) -> list[Fai
         return []
     out: list[FailureCase] = []
     exprs: dict[str, pl.Expr] = {}
+    ctx = ctx.narrow(table)
     for col in DATE_COLUMNS.get(entity, ()):
         raw = f"{col}_raw"
         if raw in table.columns:
@@ -217,6 +218,18 @@ def _warnings(entity: str, table: pl.DataFrame, ctx: StagingContext) -> list[Fai
     if entity in ("vitals", "labs"):
         exprs["_implausible"] = implausible()
     flagged = table.with_columns(**exprs) if exprs else table
+    # Only rows carrying a flag are walked in Python; millions of clean rows stay vectorised.
+    flag_cols = [
+        pl.col(c).is_not_null() if c.startswith("_date_") else pl.col(c).fill_null(False)
+        for c in exprs
+    ]
+    flag_cols += [
+        pl.col(c).fill_null(False)
+        for c in ("has_decimal_comma", "is_unit_converted", "is_unit_inferred", "is_dose_per_kg")
+        if c in flagged.columns
+    ]
+    if flag_cols:
+        flagged = flagged.filter(pl.any_horizontal(flag_cols))
     for rec in flagged.iter_rows(named=True):
         for col in DATE_COLUMNS.get(entity, ()):
             kind = rec.get(f"_date_{col}")
