@@ -147,6 +147,12 @@ def validate_cmd(
     site: Annotated[
         str | None, typer.Option(help="Site mapping name (mappings/sites/<site>.yaml).")
     ] = None,
+    fhir: Annotated[
+        Path | None, typer.Option(help="FHIR R4 bundles and/or Bulk NDJSON (file or folder).")
+    ] = None,
+    fhir_mode: Annotated[
+        str, typer.Option(help="fast (orjson, targeted fields) or strict (fhir.resources R4B).")
+    ] = "fast",
     report: Annotated[
         Path, typer.Option(help="Folder for validation.html and validation.json.")
     ] = Path("validation_report"),
@@ -157,16 +163,28 @@ def validate_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Check an export before it is accepted (exit 0 clean, 1 quarantined/warnings, 2 fatal)."""
-    from cart_etl.errors import ConfigurationError
+    from cart_etl.errors import ConfigurationError, SourceError
     from cart_etl.validate.report import write_report
-    from cart_etl.validate.validate import validate_site
+    from cart_etl.validate.validate import validate_fhir, validate_site
 
-    if source is None or site is None:
+    if fhir is not None:
+        if fhir_mode not in ("fast", "strict"):
+            raise ConfigurationError(
+                f"Unknown --fhir-mode {fhir_mode!r}.", fix="use fast or strict."
+            )
+        if not fhir.exists():
+            raise SourceError(
+                f"{fhir} does not exist.",
+                fix="point --fhir at a bundle, an NDJSON file or their folder.",
+            )
+        _, result = validate_fhir(fhir, mode=fhir_mode, expectations=expectations)
+    elif source is None or site is None:
         raise ConfigurationError(
-            "validate needs a source and its site mapping.",
-            fix="run `cart-etl validate EXPORT_DIR --site tianjin_ref` (or pass a SQLAlchemy URL).",
+            "validate needs a source and its site mapping, or --fhir.",
+            fix="run `cart-etl validate EXPORT --site NAME` or `cart-etl validate --fhir DIR`.",
         )
-    _, result = validate_site(source, site, expectations=expectations)
+    else:
+        _, result = validate_site(source, site, expectations=expectations)
     html_path, _ = write_report(result, report)
     s = result.to_json()["summary"]
     line = (

@@ -68,8 +68,14 @@ def test_01_every_defect_caught_by_its_rule(reference_cohort, defective):
 
 def test_02_no_case_without_a_defect(reference_cohort, defective):
     outcome, _ = defective
-    defect_rows = {(d["file"].removeprefix("site_export/"), d["row"]) for d in _site_defects(reference_cohort)}
-    stray = [c.message for c in outcome.quarantined + outcome.warnings if (c.file, c.row) not in defect_rows]
+    defect_rows = {
+        (d["file"].removeprefix("site_export/"), d["row"]) for d in _site_defects(reference_cohort)
+    }
+    stray = [
+        c.message
+        for c in outcome.quarantined + outcome.warnings
+        if (c.file, c.row) not in defect_rows
+    ]
     assert stray == []
 
 
@@ -95,9 +101,15 @@ def test_05_sql_delivery_gives_the_same_result(reference_cohort, defective, tmp_
     load_site_export_into_sqlite(reference_cohort / "site_export", mapping, db)
     outcome_sql, _ = validate_site(f"sqlite:///{db}", "tianjin_ref", expectations=False)
     outcome_files, _ = defective
-    assert Counter(c.rule_id for c in outcome_sql.quarantined) == Counter(c.rule_id for c in outcome_files.quarantined)
-    assert Counter(c.rule_id for c in outcome_sql.warnings) == Counter(c.rule_id for c in outcome_files.warnings)
-    assert sum(f.accepted for f in outcome_sql.files) == sum(f.accepted for f in outcome_files.files)
+    assert Counter(c.rule_id for c in outcome_sql.quarantined) == Counter(
+        c.rule_id for c in outcome_files.quarantined
+    )
+    assert Counter(c.rule_id for c in outcome_sql.warnings) == Counter(
+        c.rule_id for c in outcome_files.warnings
+    )
+    assert sum(f.accepted for f in outcome_sql.files) == sum(
+        f.accepted for f in outcome_files.files
+    )
 
 
 def test_06_report_files_summary_first_then_rules(defective, tmp_path):
@@ -112,12 +124,36 @@ def test_06_report_files_summary_first_then_rules(defective, tmp_path):
 
 def test_07_cli_exit_codes(reference_cohort, clean_cohort, tmp_path):
     runner = CliRunner()
-    ok = runner.invoke(app, ["validate", str(clean_cohort / "site_export"), "--site", "tianjin_ref", "--report", str(tmp_path / "a"), "--no-expectations"])
+    ok = runner.invoke(
+        app,
+        [
+            "validate",
+            str(clean_cohort / "site_export"),
+            "--site",
+            "tianjin_ref",
+            "--report",
+            str(tmp_path / "a"),
+            "--no-expectations",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
-    bad = runner.invoke(app, ["validate", str(reference_cohort / "site_export"), "--site", "tianjin_ref", "--report", str(tmp_path / "b"), "--no-expectations"])
+    bad = runner.invoke(
+        app,
+        [
+            "validate",
+            str(reference_cohort / "site_export"),
+            "--site",
+            "tianjin_ref",
+            "--report",
+            str(tmp_path / "b"),
+            "--no-expectations",
+        ],
+    )
     assert bad.exit_code == 1
     assert (tmp_path / "b" / "validation.html").exists()
-    unknown = runner.invoke(app, ["validate", str(clean_cohort / "site_export"), "--site", "nosuch"])
+    unknown = runner.invoke(
+        app, ["validate", str(clean_cohort / "site_export"), "--site", "nosuch"]
+    )
     assert unknown.exit_code == 2
     missing = runner.invoke(app, ["validate", str(tmp_path / "nothing"), "--site", "tianjin_ref"])
     assert missing.exit_code == 2

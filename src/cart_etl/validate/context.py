@@ -8,8 +8,12 @@ site. FHIR sources use standard systems (LOINC, RxNorm, SNOMED CT, UCUM) from
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from cart_etl.config import PROJECT_ROOT
 from cart_etl.extract.site_mapping import FileSpec, SiteMapping, normalize_key
 from cart_etl.transform.staging import DateFormats, StagingContext, ValueMaps
 
@@ -131,3 +135,29 @@ def _text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def context_from_fhir(
+    timezone: str, concepts_path: Path | None = None
+) -> tuple[StagingContext, ValueMaps]:
+    """Staging context for FHIR sources: standard codes from ``mappings/fhir/concepts.yaml``.
+
+    FHIR numbers are JSON numbers, so a decimal comma is a malformed resource
+    (``allow_decimal_comma=False``); timestamps are ISO 8601 with offsets.
+    """
+    path = concepts_path or PROJECT_ROOT / "mappings" / "fhir" / "concepts.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    systems: dict[str, str] = data["systems"]
+    concepts = {
+        (systems[alias], str(code)): str(key)
+        for alias, table in data["concepts"].items()
+        for code, key in table.items()
+    }
+    units = {u: u for u in data["units"]}
+    values = {
+        k: {normalize_key(str(a)): str(b) for a, b in v.items()} for k, v in data["values"].items()
+    }
+    ctx = StagingContext(
+        timezone=timezone, concepts=concepts, units=units, allow_decimal_comma=False
+    )
+    return ctx, ValueMaps(values)

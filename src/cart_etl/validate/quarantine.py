@@ -12,7 +12,13 @@ from cart_etl.errors import FailureCase
 from cart_etl.validate.rules import RULES
 
 # Which raw column a rule's message should quote (the text as the source wrote it).
-_RAW_OF_FIELD = {"at": "at_raw", "value": "value_raw", "unit": "unit_raw", "item_code": "item_code"}
+_RAW_OF_FIELD = {
+    "at": "at_raw",
+    "value": "value_raw",
+    "unit": "unit_raw",
+    "item_code": "item_code",
+    "dose": "dose_raw",  # "4g", "8mg/kg": not the converted mg
+}
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ class FileSummary:
     accepted: int
     quarantined: int
     warnings: int = 0
+    unaccounted: int = 0  # input rows neither loaded nor quarantined: always 0 (tested)
 
 
 @dataclass

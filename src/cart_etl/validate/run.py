@@ -60,6 +60,30 @@ DATE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+# FHIR spreads one register row (Patient, Condition, baseline Observations), one infusion
+# (Procedure + dose Observations) and one oxygen charting (Procedure + flow Observation)
+# over several resources; each yields a partial row. Staging coalesces them on these keys.
+PARTIAL_KEYS: dict[str, tuple[str, ...]] = {
+    "demographics": ("source", "patient_key"),
+    "infusion": ("source", "patient_key"),
+    "follow_up": ("source", "patient_key"),
+    "oxygen": ("source", "patient_key", "at"),
+}
+
+
+def merge_partial_rows(entity: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """One row per key: first non-null value of each column; ``_members`` lists the inputs."""
+    keys = list(PARTIAL_KEYS[entity])
+    values = [c for c in frame.columns if c not in (*keys, "file", "row")]
+    member = pl.concat_str([pl.col("file"), pl.lit("\x1f"), pl.col("row")])
+    return frame.group_by(keys, maintain_order=True).agg(
+        pl.col("file").first(),
+        pl.col("row").first(),
+        *[pl.col(c).drop_nulls().first() for c in values],
+        member.alias("_members"),
+    )
+
+
 @dataclass
 class ValidationOutcome:
     """Accepted staged frames, quarantined cases, warnings and per-file accounting."""
@@ -103,6 +127,7 @@ def validate_raw(
     extractor_rejects: list[FailureCase] | None = None,
     study_window: tuple[date, date] | None = None,
     allow_reinfusion: bool = False,
+    merge_partials: bool = False,
 ) -> ValidationOutcome:
     """Run every rule over the canonical raw frames of one source.
 
@@ -120,6 +145,10 @@ def validate_raw(
         ok = ok.with_columns(
             patient_key_raw=pl.col("patient_key"), patient_key=normalise_text(pl.col("patient_key"))
         )
+        if merge_partials and entity in PARTIAL_KEYS:
+            ok = merge_partial_rows(entity, ok.drop("patient_key_raw")).with_columns(
+                patient_key_raw=pl.col("patient_key")
+            )
         deduped[entity], cases = ok, cases + dup
 
     def check(entity: str, staged: pl.DataFrame) -> pl.DataFrame:
@@ -171,7 +200,16 @@ def validate_raw(
     for entity in ("vitals", "labs"):
         accepted[entity] = accepted[entity].with_columns(flag=clinical_flag())
     warnings = [w for entity, table in accepted.items() for w in _warnings(entity, table, ctx)]
-    files = _accounting(frames, accepted, cases, warnings)
+    rejected_merged = [
+        # A merged row keeps its first member's (file, row): match on those, not on the keys
+        # (staging has replaced the text keys by typed values).
+        deduped[e].join(
+            accepted[e].select("source", "file", "row"), on=["source", "file", "row"], how="anti"
+        )
+        for e in PARTIAL_KEYS
+        if "_members" in deduped[e].columns
+    ]
+    files = _accounting(frames, accepted, cases, warnings, rejected_merged)
     return ValidationOutcome(accepted, cases, warnings, files)
 
 
@@ -256,36 +294,74 @@ def _warnings(entity: str, table: pl.DataFrame, ctx: StagingContext) -> list[Fai
     return out
 
 
+def _base_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """(source, file, input row) of every record; a merged record stands for all its members."""
+    if frame.is_empty():
+        return pl.DataFrame(schema={"source": pl.String, "file": pl.String, "row": pl.String})
+    if "_members" in frame.columns:
+        exploded = frame.select("source", "_members").explode("_members")
+        parts = (
+            exploded.get_column("_members")
+            .str.split_exact("\x1f", 1)
+            .struct.rename_fields(["file", "row"])
+        )
+        frame = exploded.select("source").with_columns(parts.struct.unnest())
+    # Several records can come from one input row: a wide row (row "12:temp") or a FHIR
+    # resource (row "<id>#component1"); the input row is what a data manager looks up.
+    return frame.select("source", "file", pl.col("row").str.replace(r"(#|:).*$", "")).unique()
+
+
 def _accounting(
     frames: dict[str, pl.DataFrame],
     accepted: dict[str, pl.DataFrame],
     cases: list[FailureCase],
     warnings: list[FailureCase],
+    rejected_merged: list[pl.DataFrame] | None = None,
 ) -> list[FileSummary]:
-    """rows_in / accepted / quarantined per (source, file); records are (file, row) pairs."""
-    rows_in: Counter[tuple[str, str]] = Counter()
-    for frame in frames.values():
-        for source, file, n in frame.group_by(["source", "file"]).len().iter_rows():
-            rows_in[(source, file)] += n
-    ok: Counter[tuple[str, str]] = Counter()
-    for frame in accepted.values():
-        if not frame.is_empty():
-            for source, file, n in frame.group_by(["source", "file"]).len().iter_rows():
-                ok[(source, file)] += n
-    bad: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for c in cases:
-        bad[(c.source, c.file)].add(c.row)
-    extractor_only = {k for k in bad if k not in rows_in}
+    """Per (source, file): input rows, rows loaded, rows quarantined (any record of the row
+    failed), and rows unaccounted for (must be 0: nothing is dropped silently)."""
+
+    schema = {"source": pl.String, "file": pl.String, "row": pl.String}
+
+    def rows_of(frames_: list[pl.DataFrame]) -> pl.DataFrame:
+        parts = [_base_rows(f) for f in frames_ if not f.is_empty()]
+        return pl.concat(parts).unique() if parts else pl.DataFrame(schema=schema)
+
+    seen = rows_of(list(frames.values()))
+    ok = rows_of(list(accepted.values())).with_columns(_ok=pl.lit(True))
+    case_rows = pl.DataFrame(
+        [(c.source, c.file, c.row) for c in cases], schema=schema, orient="row"
+    ).with_columns(pl.col("row").str.replace(r"(#|:).*$", ""))
+    bad = (
+        pl.concat([case_rows, rows_of(rejected_merged or [])])
+        .unique()
+        .with_columns(_bad=pl.lit(True))
+    )
+    table = (
+        pl.concat([seen, bad.select(list(schema))])
+        .unique()
+        .join(ok, on=list(schema), how="left")
+        .join(bad, on=list(schema), how="left")
+        .with_columns(pl.col("_ok").fill_null(False), pl.col("_bad").fill_null(False))
+        .group_by("source", "file")
+        .agg(
+            rows_in=pl.len(),
+            quarantined=pl.col("_bad").sum(),
+            accepted=(pl.col("_ok") & ~pl.col("_bad")).sum(),
+            unaccounted=(~pl.col("_ok") & ~pl.col("_bad")).sum(),
+        )
+        .sort("source", "file")
+    )
     warned: Counter[tuple[str, str]] = Counter((w.source, w.file) for w in warnings)
-    keys = sorted(set(rows_in) | extractor_only)
     return [
         FileSummary(
-            source=s,
-            file=f,
-            rows_in=rows_in[(s, f)] + (len(bad[(s, f)]) if (s, f) in extractor_only else 0),
-            accepted=ok[(s, f)],
-            quarantined=len(bad[(s, f)]),
-            warnings=warned[(s, f)],
+            source=r["source"],
+            file=r["file"],
+            rows_in=int(r["rows_in"]),
+            accepted=int(r["accepted"]),
+            quarantined=int(r["quarantined"]),
+            warnings=warned[(r["source"], r["file"])],
+            unaccounted=int(r["unaccounted"]),
         )
-        for s, f in keys
+        for r in table.iter_rows(named=True)
     ]

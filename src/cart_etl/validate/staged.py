@@ -220,10 +220,13 @@ class StgDrug(pa.DataFrameModel):
 
     @pa.dataframe_check(name="drug.dose.unit")
     def dose_unit_converts(cls, data: PolarsData) -> pl.LazyFrame:
+        # A dose per kg without the patient's infusion weight has no absolute dose: never
+        # read "8mg/kg" as 8 mg.
+        per_kg_without_weight = (pl.col("source_unit") == "mg/kg") & pl.col("weight_kg").is_null()
         ok = (
             pl.col("drug").is_null()
             | pl.col("source_dose").is_null()
-            | pl.col("dose").is_not_null()
+            | (pl.col("dose").is_not_null() & ~per_kg_without_weight.fill_null(False))
         )
         return data.lazyframe.select(ok)
 
