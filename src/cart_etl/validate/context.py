@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from cart_etl.config import PROJECT_ROOT
-from cart_etl.extract.site_mapping import FileSpec, SiteMapping, normalize_key
+from cart_etl.extract.site_mapping import FileSpec, ItemSpec, SiteMapping, normalize_key
 from cart_etl.transform.staging import DateFormats, StagingContext, ValueMaps
 
 # XLSX date cells arrive as ISO text from the extractor (native Excel date-times).
@@ -25,6 +25,33 @@ CANONICAL_KEYS: tuple[str, ...] = ("item", "test", "drug", "device", "route")
 
 def _system(mapping: SiteMapping, spec: FileSpec, column: str) -> str:
     return f"local:{mapping.site}:{spec.name}:{column}"
+
+
+def _item_codes(mapping: SiteMapping, spec: FileSpec) -> list[tuple[str, ItemSpec]]:
+    """(code system, item) of every item a long or wide file charts.
+
+    A long file codes its rows in the item column; a wide file codes each item's records
+    with the system of the item's own column, as the extractor writes it (output literals).
+    """
+    if spec.item_column:
+        system = _system(mapping, spec, spec.item_column)
+        return [(system, item) for item in spec.items.values()]
+    found: list[tuple[str, ItemSpec]] = []
+    for output in spec.outputs:
+        item = spec.find_item(output.item) if output.item is not None else None
+        if item is None:
+            continue
+        coded = {
+            a.column.removesuffix("_code")
+            for a in output.assigns
+            if a.column.endswith("_code") and a.literal == output.item
+        }
+        found += [
+            (a.literal, item)
+            for a in output.assigns
+            if a.literal and a.column.endswith("_system") and a.column[: -len("_system")] in coded
+        ]
+    return found
 
 
 def _dates(spec: FileSpec) -> DateFormats | None:
@@ -82,9 +109,8 @@ def context_from_site(mapping: SiteMapping) -> tuple[StagingContext, ValueMaps]:
             if lookup_name == "oxygen_devices" and isinstance(table, Mapping):
                 flow_regex = str(table.get("flow_regex", flow_regex))
                 devices += [(str(d["pattern"]), str(d["device"])) for d in table.get("devices", [])]
-        if spec.item_column and spec.items:
-            system = _system(mapping, spec, spec.item_column)
-            for item in spec.items.values():
+        if spec.items:
+            for system, item in _item_codes(mapping, spec):
                 key = _canonical(item.attributes)
                 if key is not None:
                     concepts[(system, item.key)] = key

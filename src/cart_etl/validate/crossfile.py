@@ -55,9 +55,14 @@ def filter_duplicates(entity: str, raw: pl.DataFrame) -> tuple[pl.DataFrame, lis
 
 
 def filter_orphans(
-    frame: pl.DataFrame, patients: pl.DataFrame
+    frame: pl.DataFrame, patients: pl.DataFrame, registered: pl.DataFrame | None = None
 ) -> tuple[pl.DataFrame, list[FailureCase]]:
-    """Quarantine rows whose patient key is not in the same source's patient register."""
+    """Quarantine rows whose patient key is not among the same source's accepted patients.
+
+    ``registered`` (source, patient_key of every register row, accepted or not) separates
+    a key that is nowhere in the register (``row.patient.known``: an MRN typo) from one whose
+    register row was itself quarantined (``row.patient.quarantined``: fix that row first).
+    """
     known = patients.select("source", pl.col("patient_key").alias("_known")).unique()
     joined = frame.join(
         known,
@@ -67,16 +72,22 @@ def filter_orphans(
         coalesce=False,
     )
     ok, bad = _split(joined, pl.col("_known").is_null())
-    cases = [
-        _case(
-            rec,
-            "row.patient.known",
-            "patient_key",
-            rec["patient_key"],
-            f"patient key {rec['patient_key']!r} is not in the register",
-        )
-        for rec in bad.iter_rows(named=True)
-    ]
+    listed: set[tuple[str, str]] = set()
+    if registered is not None:
+        listed = set(registered.select("source", "patient_key").iter_rows())
+    cases = []
+    for rec in bad.iter_rows(named=True):
+        if (rec["source"], rec["patient_key"]) in listed:
+            rule_id, detail = (
+                "row.patient.quarantined",
+                "its patient's register row was quarantined",
+            )
+        else:
+            rule_id, detail = (
+                "row.patient.known",
+                f"patient key {rec['patient_key']!r} is not in the register",
+            )
+        cases.append(_case(rec, rule_id, "patient_key", rec["patient_key"], detail))
     return ok.drop("_known"), cases
 
 

@@ -102,6 +102,14 @@ _RULES: tuple[Rule, ...] = (
         "correct the MRN (a digit swap is common); never fuzzy-match",
     ),
     Rule(
+        "row.patient.quarantined",
+        "all",
+        "patient_key",
+        "quarantine",
+        "the row's patient is in the register but the register row itself was quarantined",
+        "fix the patient's register row (see its own quarantine reason); this row then loads",
+    ),
+    Rule(
         "row.duplicate",
         "all",
         "*",

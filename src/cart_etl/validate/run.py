@@ -168,7 +168,8 @@ def validate_raw(
         "demographics", stg_table(deduped["demographics"], ctx, values, "demographics")
     )
     infusion = check("infusion", stg_table(deduped["infusion"], ctx, values, "infusion"))
-    infusion, c1 = crossfile.filter_orphans(infusion, patients)
+    registered = deduped["demographics"].select("source", "patient_key")
+    infusion, c1 = crossfile.filter_orphans(infusion, patients, registered)
     infusion, c2 = crossfile.filter_extra_infusions(infusion, allow_reinfusion=allow_reinfusion)
     infusion, c3 = crossfile.filter_infusion_dates(
         infusion, patients, window=study_window, timezone=ctx.timezone
@@ -186,7 +187,9 @@ def validate_raw(
     for entity in ("response", "follow_up", "infections", "icans", "recorded_crs"):
         staged[entity] = stg_table(deduped[entity], ctx, values, entity)
     for entity, staged_table in staged.items():
-        checked, orphan_cases = crossfile.filter_orphans(check(entity, staged_table), patients)
+        checked, orphan_cases = crossfile.filter_orphans(
+            check(entity, staged_table), patients, registered
+        )
         cases += orphan_cases
         if entity == "response":
             checked, more = crossfile.filter_response_window(

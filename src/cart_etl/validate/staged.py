@@ -30,6 +30,15 @@ def _hard_range_ok(item_col: str, value_col: str) -> pl.Expr:
     return ok | pl.col(value_col).is_null()
 
 
+def _unit_converts(source_col: str = "source_unit", unit_col: str = "unit") -> pl.Expr:
+    """True where the source unit is the canonical unit or a conversion to it is declared."""
+    ok = pl.col(source_col) == pl.col(unit_col)
+    for pair in plausibility()["conversions"]:
+        src, dst = pair.split("->")
+        ok = ok | ((pl.col(source_col) == src) & (pl.col(unit_col) == dst))
+    return ok.fill_null(False)
+
+
 def clinical_flag(item_col: str = "item", value_col: str = "value") -> pl.Expr:
     """'low'/'high' outside the clinical reference range: a finding, not a data problem."""
     flag: pl.Expr = pl.lit(None, dtype=pl.String)
@@ -87,14 +96,13 @@ class StgMeasurement(pa.DataFrameModel):
     @pa.dataframe_check(name="measurement.value.numeric")
     def value_numeric(cls, data: PolarsData) -> pl.LazyFrame:
         parsed_or_blank = pl.col("value").is_not_null() | pl.col("item").is_null()
-        return data.lazyframe.select(parsed_or_blank | pl.col("source_unit").is_null())
+        # A number whose unit does not convert is measurement.unit.convertible's case.
+        return data.lazyframe.select(parsed_or_blank | ~_unit_converts())
 
     @pa.dataframe_check(name="measurement.unit.convertible")
     def unit_convertible(cls, data: PolarsData) -> pl.LazyFrame:
-        ok = pl.col("item").is_null() | (
-            pl.col("source_unit").is_not_null() & pl.col("unit").is_not_null()
-        )
-        return data.lazyframe.select(ok)
+        # Known to UCUM is not enough: a conversion to the canonical unit must be declared.
+        return data.lazyframe.select(pl.col("item").is_null() | _unit_converts())
 
     @pa.dataframe_check(name="measurement.value.hard_range")
     def value_in_hard_range(cls, data: PolarsData) -> pl.LazyFrame:
