@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from cart_etl.errors import MappingError
+from cart_etl.errors import FailureCase, MappingError
 
 # source: site name, "sql:<site>" or "fhir"; file: path relative to the source root, a SQL
 # table name or an NDJSON/bundle file; row: 1-based data row (header excluded), or the FHIR
@@ -120,17 +120,9 @@ class RawBatch:
     input_rows: int  # rows/resources read from the input for this chunk (before any routing)
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """An input row/resource the extractor could not place (e.g. unparseable JSON)."""
-
-    source: str
-    file: str
-    row: str
-    field: str
-    value: str
-    rule_id: str
-    message: str
+# An input row/resource the extractor could not place (e.g. unparseable JSON): the same
+# record as any other quarantined case, so the run log stores both alike.
+Rejected = FailureCase
 
 
 ExtractStream = Iterator[RawBatch | Rejected]

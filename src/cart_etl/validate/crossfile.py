@@ -14,20 +14,11 @@ import polars as pl
 from cart_etl.errors import FailureCase
 from cart_etl.extract.contract import ENTITY_COLUMNS
 from cart_etl.transform.casts import normalise_text
-from cart_etl.validate.rules import RULES
+from cart_etl.validate.quarantine import case_for
 
 
 def _case(rec: dict, rule_id: str, field: str, value: object, detail: str) -> FailureCase:  # type: ignore[type-arg]
-    rule = RULES[rule_id]
-    return FailureCase(
-        source=str(rec["source"]),
-        file=str(rec["file"]),
-        row=str(rec["row"]),
-        field=field,
-        value="" if value is None else str(value),
-        rule_id=rule_id,
-        message=f"{rec['file']} row {rec['row']}: {detail}. Fix: {rule.fix}",
-    )
+    return case_for(rec, rule_id, field, value, detail)
 
 
 def _split(df: pl.DataFrame, bad: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pandera.errors
 import pandera.polars as pa
@@ -19,6 +21,27 @@ _RAW_OF_FIELD = {
     "item_code": "item_code",
     "dose": "dose_raw",  # "4g", "8mg/kg": not the converted mg
 }
+
+
+def case_for(
+    rec: Mapping[str, Any], rule_id: str, field: str, value: object, detail: str
+) -> FailureCase:
+    """A failure case for one record (provenance from ``rec``), its message ending with the fix.
+
+    ``detail`` says what is wrong in words a data manager uses; the fix comes from the rule
+    table (``RULES``) so every message for a rule proposes the same remedy.
+    """
+    rule = RULES.get(rule_id)
+    fix = rule.fix if rule else "see the rule table in the README"
+    return FailureCase(
+        source=str(rec["source"]),
+        file=str(rec["file"]),
+        row=str(rec["row"]),
+        field=field,
+        value="" if value is None else str(value),
+        rule_id=rule_id,
+        message=f"{rec['file']} row {rec['row']}: {detail}. Fix: {fix}",
+    )
 
 
 @dataclass(frozen=True)
@@ -81,20 +104,8 @@ def cast_failures(
     for name, _ in failed:
         for rec in flags.filter(pl.col(f"_bad_{name}")).iter_rows(named=True):
             value = rec[f"{name}_raw"]
-            cases.append(
-                FailureCase(
-                    source=str(rec["source"]),
-                    file=str(rec["file"]),
-                    row=str(rec["row"]),
-                    field=name,
-                    value=str(value),
-                    rule_id=rule.rule_id,
-                    message=(
-                        f"{rec['file']} row {rec['row']}: {name}={value!r} does not read as "
-                        f"{fields[name]}. Fix: {rule.fix}"
-                    ),
-                )
-            )
+            detail = f"{name}={value!r} does not read as {fields[name]}"
+            cases.append(case_for(rec, rule.rule_id, name, value, detail))
     any_bad = pl.any_horizontal([pl.col(f"_bad_{name}") for name, _ in failed])
     ok = flags.filter(~any_bad).drop([f"_bad_{name}" for name, _ in failed])
     return ok, cases
@@ -111,19 +122,6 @@ def _cases(indexed: pl.DataFrame, bad: pl.DataFrame) -> list[FailureCase]:
         field = field or (rule.field if rule else rec["check"])
         raw_col = _RAW_OF_FIELD.get(field, field)
         value = rec.get(raw_col)
-        fix = rule.fix if rule else "see the rule table in the README"
         what = f"{rec['check']}" if column_level else (rule.checks if rule else rec["check"])
-        cases.append(
-            FailureCase(
-                source=str(rec["source"]),
-                file=str(rec["file"]),
-                row=str(rec["row"]),
-                field=field,
-                value="" if value is None else str(value),
-                rule_id=rule_id,
-                message=(
-                    f"{rec['file']} row {rec['row']}: {field}={value!r} fails '{what}'. Fix: {fix}"
-                ),
-            )
-        )
+        cases.append(case_for(rec, rule_id, field, value, f"{field}={value!r} fails '{what}'"))
     return cases

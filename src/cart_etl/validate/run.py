@@ -26,7 +26,7 @@ from cart_etl.transform.staging import (
     text_was_normalised,
 )
 from cart_etl.validate import crossfile
-from cart_etl.validate.quarantine import cast_failures, validate_frame
+from cart_etl.validate.quarantine import case_for, cast_failures, validate_frame
 from cart_etl.validate.report import FileSummary
 from cart_etl.validate.rules import RULES
 from cart_etl.validate.staged import (
@@ -97,24 +97,14 @@ class ValidationOutcome:
 def collect(
     stream: Iterable[RawBatch | Rejected],
 ) -> tuple[dict[str, pl.DataFrame], list[FailureCase]]:
-    """Concatenate raw batches per entity; turn extractor rejections into failure cases."""
+    """Concatenate raw batches per entity and gather the extractor's rejections."""
     parts: dict[str, list[pl.DataFrame]] = defaultdict(list)
     rejected: list[FailureCase] = []
     for item in stream:
         if isinstance(item, RawBatch):
             parts[item.entity].append(item.frame)
         else:
-            rejected.append(
-                FailureCase(
-                    item.source,
-                    item.file,
-                    item.row,
-                    item.field,
-                    item.value,
-                    item.rule_id,
-                    item.message,
-                )
-            )
+            rejected.append(item)  # extractor rejections are FailureCases already
     frames = {e: pl.concat(parts[e]) if parts[e] else empty_frame(e) for e in ENTITIES}
     return frames, rejected
 
@@ -217,17 +207,7 @@ def validate_raw(
 
 
 def _warn(rec: dict, rule_id: str, field: str, value: object) -> FailureCase:  # type: ignore[type-arg]
-    rule = RULES[rule_id]
-    return FailureCase(
-        source=str(rec["source"]),
-        file=str(rec["file"]),
-        row=str(rec["row"]),
-        field=field,
-        value="" if value is None else str(value),
-        rule_id=rule_id,
-        message=f"{rec['file']} row {rec['row']}: {field}={value!r}: {rule.checks}. "
-        f"Fix: {rule.fix}",
-    )
+    return case_for(rec, rule_id, field, value, f"{field}={value!r}: {RULES[rule_id].checks}")
 
 
 def _warnings(entity: str, table: pl.DataFrame, ctx: StagingContext) -> list[FailureCase]:
