@@ -112,6 +112,9 @@ class StgMeasurement(pa.DataFrameModel):
 class StgOxygen(pa.DataFrameModel):
     """Staged oxygen chartings. Grain: one row per charting of the device in use."""
 
+    # The timestamp checks are repeated in each model on purpose: pandera 0.35 runs a check
+    # inherited from a base model twice (once under its method name), doubling the cases.
+
     source: str = pa.Field(nullable=False)
     file: str = pa.Field(nullable=False)
     row: str = pa.Field(nullable=False)
