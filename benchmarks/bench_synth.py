@@ -18,7 +18,17 @@ from pathlib import Path
 
 
 def run_once(patients: int, fhir: bool, out: Path) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "cart_etl", "synth", "--out", str(out), "--patients", str(patients), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cart_etl",
+        "synth",
+        "--out",
+        str(out),
+        "--patients",
+        str(patients),
+        "--quiet",
+    ]
     if not fhir:
         cmd.append("--no-fhir")
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -41,17 +51,22 @@ def run_once(patients: int, fhir: bool, out: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--no-fhir-only", action="store_true", help="skip the runs with FHIR output")
+    parser.add_argument(
+        "--no-fhir-only", action="store_true", help="skip the runs with FHIR output"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated folders")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="cart_etl_bench_"))
-    print(f"{'patients':>9} {'fhir':>5} {'seconds':>8} {'peak RSS MB':>12} {'site rows':>11} {'rows/s':>9} {'disk GB':>8}")
+    header = ("patients", "fhir", "seconds", "peak RSS MB", "site rows", "rows/s", "disk GB")
+    widths = (9, 5, 8, 12, 11, 9, 8)
+    print(" ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)))
     for n in args.sizes:
-        for fhir in ([False] if args.no_fhir_only else [False, True]):
+        for fhir in [False] if args.no_fhir_only else [False, True]:
             out = root / f"n{n}_{'fhir' if fhir else 'site'}"
             r = run_once(n, fhir, out)
+            fhir_text = "yes" if fhir else "no"
             print(
-                f"{n:>9} {('yes' if fhir else 'no'):>5} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f} "
+                f"{n:>9} {fhir_text:>5} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f} "
                 f"{r['site_rows']:>11,} {r['rows_per_s']:>9,.0f} {r['disk_gb']:>8.2f}",
                 flush=True,
             )

@@ -13,7 +13,9 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "cart_etl" / "validate"
 
 def test_01_readme_lists_every_rule_with_its_fix():
     text = README.read_text(encoding="utf-8")
-    missing = [r.rule_id for r in RULES.values() if f"| `{r.rule_id}` |" not in text or r.fix not in text]
+    missing = [
+        r.rule_id for r in RULES.values() if f"| `{r.rule_id}` |" not in text or r.fix not in text
+    ]
     assert missing == []
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
+from typing import Any
 
 import pandera.polars as pa
 import polars as pl
@@ -348,3 +350,84 @@ def _accounting(
         )
         for r in table.iter_rows(named=True)
     ]
+
+
+# Rows per patient bucket when an extract is spilled to disk: bounds peak memory (staging
+# keeps ~10 columns per row) whatever the size of the export.
+BUCKET_ROWS = 250_000
+
+
+def _bucket_of(frame: pl.DataFrame, buckets: int) -> pl.Expr:
+    # Bucket by the *normalised* key so that a padded/full-width MRN lands with its patient.
+    return (normalise_text(pl.col("patient_key")).fill_null("").hash(seed=7) % buckets).alias(
+        "_bucket"
+    )
+
+
+def validate_partitioned(
+    stream: Iterable[RawBatch | Rejected],
+    ctx: StagingContext,
+    values: ValueMaps,
+    *,
+    expected_rows: int,
+    spill_dir: Path,
+    on_bucket: Callable[[ValidationOutcome], None] | None = None,
+    **options: Any,
+) -> ValidationOutcome:
+    """Validate an extract too large for memory, one group of patients at a time.
+
+    Every rule is per patient (duplicates, orphans, infusions, windows all compare rows of
+    one patient), so partitioning raw rows by a hash of the normalised patient key and
+    validating each bucket alone gives the same cases as one pass. Raw batches are spilled
+    to Parquet in ``spill_dir`` while extracting; ``on_bucket`` sees each bucket's outcome
+    (its accepted frames are then dropped to keep memory flat).
+    """
+    buckets = max(1, -(-expected_rows // BUCKET_ROWS))
+    if buckets == 1:
+        frames, placed_nowhere = collect(stream)
+        outcome = validate_raw(frames, ctx, values, extractor_rejects=placed_nowhere, **options)
+        if on_bucket is not None:
+            on_bucket(outcome)
+        return outcome
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    parts: dict[tuple[str, int], int] = defaultdict(int)
+    rejects: list[FailureCase] = []
+    for item in stream:
+        if not isinstance(item, RawBatch):
+            rejects.append(item)
+            continue
+        for (bucket,), part in (
+            item.frame.with_columns(_bucket_of(item.frame, buckets))
+            .partition_by("_bucket", as_dict=True)
+            .items()
+        ):
+            n = parts[(item.entity, int(bucket))]
+            part.drop("_bucket").write_parquet(spill_dir / f"{item.entity}.{bucket}.{n}.parquet")
+            parts[(item.entity, int(bucket))] = n + 1
+    total = ValidationOutcome({}, list(rejects), [], [])
+    summaries: dict[tuple[str, str], FileSummary] = {}
+    for bucket in range(buckets):
+        frames = {
+            e: pl.read_parquet(spill_dir / f"{e}.{bucket}.*.parquet")
+            if parts.get((e, bucket))
+            else empty_frame(e)
+            for e in ENTITIES
+        }
+        outcome = validate_raw(frames, ctx, values, **options)
+        if on_bucket is not None:
+            on_bucket(outcome)
+        total.quarantined += outcome.quarantined
+        total.warnings += outcome.warnings
+        for f in outcome.files:
+            acc = summaries.setdefault((f.source, f.file), FileSummary(f.source, f.file, 0, 0, 0))
+            acc.rows_in += f.rows_in
+            acc.accepted += f.accepted
+            acc.quarantined += f.quarantined
+            acc.warnings += f.warnings
+            acc.unaccounted += f.unaccounted
+    for c in rejects:  # rows the extractor could not place at all
+        acc = summaries.setdefault((c.source, c.file), FileSummary(c.source, c.file, 0, 0, 0))
+        acc.rows_in += 1
+        acc.quarantined += 1
+    total.files = sorted(summaries.values(), key=lambda f: (f.source, f.file))
+    return total

@@ -2,32 +2,83 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from cart_etl.config import Settings
+from cart_etl.extract.contract import RawBatch, Rejected
 from cart_etl.extract.site_mapping import load_site_mapping
 from cart_etl.extract.sql import extract_sql
 from cart_etl.extract.tabular import extract_site_export
+from cart_etl.transform.staging import StagingContext, ValueMaps
 from cart_etl.validate.context import context_from_site
 from cart_etl.validate.report import ValidationReport
-from cart_etl.validate.run import ValidationOutcome, collect, validate_raw
+from cart_etl.validate.run import BUCKET_ROWS, ValidationOutcome, validate_partitioned
+
+
+def _input_rows(path: Path, bytes_per_row: int = 60) -> int:
+    """Rough row count from the input size (CSV rows ~60 bytes, FHIR resources ~600)."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) // bytes_per_row
+
+
+def _validate(
+    stream: Iterable[RawBatch | Rejected],
+    ctx: StagingContext,
+    values: ValueMaps,
+    expected_rows: int,
+    *,
+    expectations: bool,
+    **options: Any,
+) -> tuple[ValidationOutcome, list[dict[str, Any]]]:
+    """Validate (partitioned by patient when large) and run the GX suites bucket by bucket."""
+    results: list[dict[str, Any]] = []
+
+    def expect(outcome: ValidationOutcome) -> None:
+        if expectations:
+            from cart_etl.validate.expectations import run_suites
+
+            results.extend(run_suites(outcome.accepted))
+
+    with tempfile.TemporaryDirectory(prefix="cart_etl_validate_") as spill:
+        outcome = validate_partitioned(
+            stream,
+            ctx,
+            values,
+            expected_rows=expected_rows,
+            spill_dir=Path(spill),
+            on_bucket=expect,
+            **options,
+        )
+    return outcome, _merge_expectations(results)
+
+
+def _merge_expectations(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per (table, expectation) across buckets: failed if any bucket failed."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in results:
+        key = (r["table"], r["expectation"])
+        if key not in merged:
+            merged[key] = dict(r)
+        else:
+            merged[key]["success"] = merged[key]["success"] and r["success"]
+            merged[key]["unexpected_count"] += r["unexpected_count"]
+    return list(merged.values())
 
 
 def _report(
-    outcome: ValidationOutcome, source: str, site: str | None, *, expectations: bool
+    outcome: ValidationOutcome, source: str, site: str | None, expectations: list[dict[str, Any]]
 ) -> ValidationReport:
-    report = ValidationReport(
+    return ValidationReport(
         source=source,
         site=site,
         files=outcome.files,
         quarantined=outcome.quarantined,
         warnings=outcome.warnings,
+        expectations=expectations,
     )
-    if expectations:
-        from cart_etl.validate.expectations import run_suites
-
-        report.expectations = run_suites(outcome.accepted)
-    return report
 
 
 def validate_site(
@@ -47,9 +98,9 @@ def validate_site(
     stream = (
         extract_sql(text, mapping) if "://" in text else extract_site_export(Path(source), mapping)
     )
-    frames, rejects = collect(stream)
-    outcome = validate_raw(frames, ctx, values, extractor_rejects=rejects)
-    return outcome, _report(outcome, text, site, expectations=expectations)
+    expected = _input_rows(Path(source)) if "://" not in text else BUCKET_ROWS
+    outcome, expectations_run = _validate(stream, ctx, values, expected, expectations=expectations)
+    return outcome, _report(outcome, text, site, expectations_run)
 
 
 def validate_fhir(
@@ -66,9 +117,15 @@ def validate_fhir(
     settings = settings or Settings()
     ctx, values = context_from_fhir(settings.site_timezone)
     stream = extract_fhir(path, mode=mode)  # type: ignore[arg-type]
-    frames, rejects = collect(stream)
-    outcome = validate_raw(frames, ctx, values, extractor_rejects=rejects, merge_partials=True)
-    report = _report(outcome, str(path), None, expectations=expectations)
+    outcome, expectations_run = _validate(
+        stream,
+        ctx,
+        values,
+        _input_rows(path, bytes_per_row=600),
+        expectations=expectations,
+        merge_partials=True,
+    )
+    report = _report(outcome, str(path), None, expectations_run)
     report.notes.append(
         f"FHIR extraction mode: {mode}; {stream.report.to_dict().get('resources', '')}"
     )
