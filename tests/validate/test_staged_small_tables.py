@@ -182,3 +182,86 @@ def test_03_register_casts_codes_and_date_order():
     result = validate_frame(StgDemographics, ok)
     assert [(c.row, c.rule_id) for c in result.quarantined] == [("2", "patient.dates.order")]
     assert result.accepted["study_id"].to_list() == ["CART-001"]
+
+
+def test_04_vasopressor_rates_units_and_intervals():
+    from cart_etl.transform.staging import stg_vasopressors
+    from cart_etl.validate.staged import StgVasopressor
+
+    rx = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    ctx = StagingContext(
+        timezone="Asia/Shanghai",
+        concepts={(rx, "7512"): "norepinephrine", (rx, "11149"): "vasopressin"},
+        units={"ug/kg/min": "ug/kg/min", "U/min": "U/min", "ug/min": "ug/min"},
+    )
+    rows = [
+        (
+            "7512",
+            "2021-03-05T10:00:00+08:00",
+            "2021-03-05T20:00:00+08:00",
+            "0.1",
+            "ug/kg/min",
+        ),  # ok
+        ("11149", "2021-03-05T10:00:00+08:00", "2021-03-05T20:00:00+08:00", "0.03", "U/min"),  # ok
+        (
+            "7512",
+            "2021-03-05T10:00:00+08:00",
+            "2021-03-05T20:00:00+08:00",
+            "8",
+            "ug/min",
+        ),  # per-minute, not per kg
+        (
+            "7512",
+            "2021-03-05T20:00:00+08:00",
+            "2021-03-05T10:00:00+08:00",
+            "0.1",
+            "ug/kg/min",
+        ),  # stops before it starts
+        (
+            "9999",
+            "2021-03-05T10:00:00+08:00",
+            "2021-03-05T20:00:00+08:00",
+            "0.1",
+            "ug/kg/min",
+        ),  # unknown agent
+    ]
+    raw = conform(
+        "vasopressors",
+        pl.DataFrame(
+            [
+                {
+                    "source": "fhir",
+                    "file": "MedicationAdministration.ndjson",
+                    "row": str(i + 1),
+                    "patient_key": "p1",
+                    "drug_system": rx,
+                    "drug_code": code,
+                    "start": start,
+                    "stop": stop,
+                    "rate": rate,
+                    "rate_unit": unit,
+                }
+                for i, (code, start, stop, rate, unit) in enumerate(rows)
+            ]
+        ),
+    )
+    result = validate_frame(StgVasopressor, stg_vasopressors(raw, ctx, ValueMaps()))
+    assert sorted((c.row, c.rule_id) for c in result.quarantined) == [
+        ("3", "vasopressor.rate"),
+        ("4", "vasopressor.interval"),
+        ("5", "vasopressor.known"),
+    ]
+
+
+def test_05_infusion_cells_and_dose_per_kg_agree():
+    """2.36 x10^6/kg x 45.5 kg = 107.38 x10^6 cells (the charted total); 150 x10^6 is 40 % off."""
+    from cart_etl.validate.staged import infusion_dose_consistent
+
+    df = pl.DataFrame(
+        {
+            "cells_total": [107_380_000.0, 150_000_000.0, None],
+            "weight_kg": [45.5, 45.5, 45.5],
+            "dose_1e6_per_kg": [2.36, 2.36, 2.36],
+        }
+    )
+    assert df.select(ok=infusion_dose_consistent())["ok"].to_list() == [True, False, True]

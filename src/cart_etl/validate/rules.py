@@ -312,6 +312,41 @@ _RULES += (
     ),
 )
 
+_RULES += (
+    Rule(
+        "vasopressor.known",
+        "vasopressors",
+        "drug_code",
+        "quarantine",
+        "the vasopressor name (or RxNorm code) is in the mapping",
+        "add the agent to the mapping's vasopressor drugs with its RxNorm code",
+    ),
+    Rule(
+        "vasopressor.interval",
+        "vasopressors",
+        "stop",
+        "quarantine",
+        "the infusion stops at or after it starts",
+        "correct the start or stop time",
+    ),
+    Rule(
+        "vasopressor.rate",
+        "vasopressors",
+        "rate",
+        "quarantine",
+        "0 < rate <= deliverable maximum in the agent's unit (norepinephrine/epinephrine 5, dopamine 50, phenylephrine 20 μg/kg/min; vasopressin 0.1 U/min)",
+        "check the rate unit (μg/min vs μg/kg/min, U/h vs U/min) and the decimal point",
+    ),
+    Rule(
+        "infusion.dose.consistency",
+        "infusion",
+        "cells_total",
+        "warning",
+        "total cells / (weight x 10^6) agrees with the charted dose per kg within 5 %",
+        "check the weight, the total cell count and the dose per kg on the infusion record",
+    ),
+)
+
 RULES: dict[str, Rule] = {r.rule_id: r for r in _RULES}
 
 

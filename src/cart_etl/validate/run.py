@@ -29,6 +29,7 @@ from cart_etl.transform.staging import (
 )
 from cart_etl.validate import crossfile
 from cart_etl.validate.quarantine import case_for, cast_failures, validate_frame
+from cart_etl.validate.raw import check_raw
 from cart_etl.validate.report import FileSummary
 from cart_etl.validate.rules import RULES
 from cart_etl.validate.staged import (
@@ -37,8 +38,10 @@ from cart_etl.validate.staged import (
     StgInfusion,
     StgMeasurement,
     StgOxygen,
+    StgVasopressor,
     clinical_flag,
     implausible,
+    infusion_dose_consistent,
 )
 
 MODELS: dict[str, type[pa.DataFrameModel]] = {
@@ -48,6 +51,7 @@ MODELS: dict[str, type[pa.DataFrameModel]] = {
     "drugs": StgDrug,
     "demographics": StgDemographics,
     "infusion": StgInfusion,
+    "vasopressors": StgVasopressor,
 }
 # Timestamp columns per entity whose recovery (serial, alternate format, offset) is reported.
 DATE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -104,7 +108,7 @@ def collect(
     rejected: list[FailureCase] = []
     for item in stream:
         if isinstance(item, RawBatch):
-            parts[item.entity].append(item.frame)
+            parts[item.entity].append(check_raw(item.entity, item.frame))
         else:
             rejected.append(item)  # extractor rejections are FailureCases already
     frames = {e: pl.concat(parts[e]) if parts[e] else empty_frame(e) for e in ENTITIES}
@@ -240,6 +244,8 @@ def _warnings(entity: str, table: pl.DataFrame, ctx: StagingContext) -> list[Fai
         exprs[f"_text_{col}"] = text_was_normalised(pl.col(col))
     if entity in ("vitals", "labs"):
         exprs["_implausible"] = implausible()
+    if entity == "infusion":
+        exprs["_dose_off"] = ~infusion_dose_consistent()
     flagged = table.with_columns(**exprs) if exprs else table
     # Only rows carrying a flag are walked in Python; millions of clean rows stay vectorised.
     flag_cols = [
@@ -274,6 +280,10 @@ def _warnings(entity: str, table: pl.DataFrame, ctx: StagingContext) -> list[Fai
             out.append(_warn(rec, "unit.inferred", "unit", rec.get("unit_raw")))
         if rec.get("is_dose_per_kg"):
             out.append(_warn(rec, "drug.dose.per_kg", "dose", rec.get("dose_raw")))
+        if rec.get("_dose_off"):
+            out.append(
+                _warn(rec, "infusion.dose.consistency", "cells_total", rec.get("cells_total_raw"))
+            )
         if rec.get("_implausible"):
             out.append(_warn(rec, "measurement.value.implausible", "value", rec.get("value_raw")))
     return out
@@ -396,6 +406,7 @@ def validate_partitioned(
         if not isinstance(item, RawBatch):
             rejects.append(item)
             continue
+        check_raw(item.entity, item.frame)
         for (bucket,), part in (
             item.frame.with_columns(_bucket_of(item.frame, buckets))
             .partition_by("_bucket", as_dict=True)

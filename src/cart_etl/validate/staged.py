@@ -305,3 +305,42 @@ def drug_alerts(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(
         alert=pl.concat_str(flags, separator=",", ignore_nulls=True).replace("", None)
     )
+
+
+class StgVasopressor(pa.DataFrameModel):
+    """Staged vasopressor infusions. Grain: one row per infusion interval."""
+
+    patient_key: str = pa.Field(nullable=False)
+    drug: str = pa.Field(nullable=True)
+    rate: float = pa.Field(nullable=True)
+    rate_unit: str = pa.Field(nullable=True)
+
+    class Config:
+        strict = False
+        coerce = False
+
+    @pa.dataframe_check(name="vasopressor.known")
+    def drug_known(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("drug").is_not_null())
+
+    @pa.dataframe_check(name="vasopressor.interval")
+    def stop_after_start(cls, data: PolarsData) -> pl.LazyFrame:
+        start, stop = pl.col("start"), pl.col("stop")
+        return data.lazyframe.select(start.is_null() | stop.is_null() | (stop >= start))
+
+    @pa.dataframe_check(name="vasopressor.rate")
+    def rate_in_range(cls, data: PolarsData) -> pl.LazyFrame:
+        ok = pl.lit(True)
+        for drug, spec in plausibility()["vasopressors"].items():
+            inside = (pl.col("rate_unit") == spec["unit"]) & pl.col("rate").is_between(
+                0, spec["hard_max"], closed="right"
+            )
+            ok = pl.when(pl.col("drug") == drug).then(inside).otherwise(ok)
+        return data.lazyframe.select(ok.fill_null(False) | pl.col("drug").is_null())
+
+
+def infusion_dose_consistent(tolerance: float = 0.05) -> pl.Expr:
+    """True unless total cells / (weight x 10^6) disagrees with the charted dose per kg by > 5 %."""
+    implied = pl.col("cells_total") / (pl.col("weight_kg") * 1e6)
+    off = (implied / pl.col("dose_1e6_per_kg") - 1).abs() > tolerance
+    return ~off.fill_null(False)
