@@ -6,6 +6,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
@@ -135,6 +136,25 @@ def _print_synth_summary(
     console.print(f"truth: {out / 'truth' / 'patients.csv'}{where_fhir}")
 
 
+def _study_window(text: str | None) -> tuple[date, date] | None:
+    """Parse START:END; a malformed window is a configuration error with the fix."""
+    from cart_etl.errors import ConfigurationError
+
+    if text is None:
+        return None
+    try:
+        start, end = (date.fromisoformat(part) for part in text.split(":"))
+    except ValueError:
+        raise ConfigurationError(
+            f"--study-window {text!r} is not START:END.", fix="write e.g. 2020-04-01:2023-10-31."
+        ) from None
+    if end < start:
+        raise ConfigurationError(
+            f"--study-window {text!r} ends before it starts.", fix="swap the dates."
+        )
+    return start, end
+
+
 @app.command("validate")
 @cli_errors
 def validate_cmd(
@@ -160,6 +180,12 @@ def validate_cmd(
         bool,
         typer.Option("--expectations/--no-expectations", help="Run the great-expectations suites."),
     ] = True,
+    study_window: Annotated[
+        str | None,
+        typer.Option(
+            help="Infusions must fall in START:END (ISO dates), e.g. 2020-04-01:2023-10-31."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Check an export before it is accepted (exit 0 clean, 1 quarantined/warnings, 2 fatal)."""
@@ -167,6 +193,7 @@ def validate_cmd(
     from cart_etl.validate.report import write_report
     from cart_etl.validate.validate import validate_fhir, validate_site
 
+    window = _study_window(study_window)
     if fhir is not None:
         if fhir_mode not in ("fast", "strict"):
             raise ConfigurationError(
@@ -177,14 +204,16 @@ def validate_cmd(
                 f"{fhir} does not exist.",
                 fix="point --fhir at a bundle, an NDJSON file or their folder.",
             )
-        _, result = validate_fhir(fhir, mode=fhir_mode, expectations=expectations)
+        _, result = validate_fhir(
+            fhir, mode=fhir_mode, expectations=expectations, study_window=window
+        )
     elif source is None or site is None:
         raise ConfigurationError(
             "validate needs a source and its site mapping, or --fhir.",
             fix="run `cart-etl validate EXPORT --site NAME` or `cart-etl validate --fhir DIR`.",
         )
     else:
-        _, result = validate_site(source, site, expectations=expectations)
+        _, result = validate_site(source, site, expectations=expectations, study_window=window)
     html_path, _ = write_report(result, report)
     s = result.to_json()["summary"]
     line = (

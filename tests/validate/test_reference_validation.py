@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter, defaultdict
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,44 @@ def test_08_partitioned_by_patient_gives_the_same_cases(reference_cohort, defect
     assert [(f.file, f.rows_in, f.accepted, f.quarantined) for f in outcome_parts.files] == [
         (f.file, f.rows_in, f.accepted, f.quarantined) for f in outcome_one.files
     ]
+
+
+def test_09_study_window_quarantines_infusions_outside_it(clean_cohort, tmp_path):
+    """The reference cohort enrols 2020-04 to 2023-10 (Methods 2.1); a 2021-only window rejects the rest."""
+    outcome, _ = validate_site(
+        clean_cohort / "site_export",
+        "tianjin_ref",
+        expectations=False,
+        study_window=(date(2021, 1, 1), date(2021, 12, 31)),
+    )
+    rules = Counter(c.rule_id for c in outcome.quarantined)
+    # Day-28 assessments of those patients lose their day 0, so response.window follows.
+    assert set(rules) == {"infusion.study_window", "response.window"}
+    runner = CliRunner()
+    ok = runner.invoke(
+        app,
+        [
+            "validate",
+            str(clean_cohort / "site_export"),
+            "--site",
+            "tianjin_ref",
+            "--no-expectations",
+            "--report",
+            str(tmp_path),
+            "--study-window",
+            "2020-04-01:2023-10-31",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    bad = runner.invoke(
+        app,
+        [
+            "validate",
+            str(clean_cohort / "site_export"),
+            "--site",
+            "tianjin_ref",
+            "--study-window",
+            "2023-12-31:2020-01-01",
+        ],
+    )
+    assert bad.exit_code == 2

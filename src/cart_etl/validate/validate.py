@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,12 @@ def _report(
 
 
 def validate_site(
-    source: Path | str, site: str, *, settings: Settings | None = None, expectations: bool = True
+    source: Path | str,
+    site: str,
+    *,
+    settings: Settings | None = None,
+    expectations: bool = True,
+    study_window: tuple[date, date] | None = None,
 ) -> tuple[ValidationOutcome, ValidationReport]:
     """Extract and validate a site delivery (export folder, or a SQLAlchemy URL for ``kind: sql``).
 
@@ -99,12 +105,19 @@ def validate_site(
         extract_sql(text, mapping) if "://" in text else extract_site_export(Path(source), mapping)
     )
     expected = _input_rows(Path(source)) if "://" not in text else BUCKET_ROWS
-    outcome, expectations_run = _validate(stream, ctx, values, expected, expectations=expectations)
+    outcome, expectations_run = _validate(
+        stream, ctx, values, expected, expectations=expectations, study_window=study_window
+    )
     return outcome, _report(outcome, text, site, expectations_run)
 
 
 def validate_fhir(
-    path: Path, *, mode: str = "fast", settings: Settings | None = None, expectations: bool = True
+    path: Path,
+    *,
+    mode: str = "fast",
+    settings: Settings | None = None,
+    expectations: bool = True,
+    study_window: tuple[date, date] | None = None,
 ) -> tuple[ValidationOutcome, ValidationReport]:
     """Extract and validate FHIR R4 bundles or Bulk NDJSON (``mode`` fast or strict).
 
@@ -124,6 +137,7 @@ def validate_fhir(
         _input_rows(path, bytes_per_row=600),
         expectations=expectations,
         merge_partials=True,
+        study_window=study_window,
     )
     report = _report(outcome, str(path), None, expectations_run)
     report.notes.append(
