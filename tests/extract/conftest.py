@@ -62,8 +62,10 @@ def count_data_rows(path: Path, spec: FileSpec) -> int:
         finally:
             workbook.close()
         return len(rows) - spec.header_row
-    with path.open(encoding=spec.encoding, newline="") as fh:
-        return sum(1 for _ in csv.reader(fh)) - spec.header_row
+    # utf-8-sig: a BOM must not glue itself to the first header cell.
+    encoding = "utf-8-sig" if spec.encoding == "utf-8" else spec.encoding
+    with path.open(encoding=encoding, newline="") as fh:
+        return sum(1 for _ in csv.reader(fh, delimiter=spec.delimiter)) - spec.header_row
 
 
 def copy_export(source: Path, target: Path) -> Path:

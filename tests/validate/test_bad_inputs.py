@@ -29,7 +29,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import openpyxl
 import orjson
 import polars as pl
 import pytest
@@ -39,12 +38,13 @@ from cart_etl.cli import app
 from cart_etl.errors import FailureCase
 from cart_etl.extract import fhir, tabular
 from cart_etl.extract.contract import RawBatch, Rejected
-from cart_etl.extract.site_mapping import FileSpec, SiteMapping, load_site_mapping
+from cart_etl.extract.site_mapping import SiteMapping, load_site_mapping
 from cart_etl.extract.tabular import source_row
 from cart_etl.synth.generate import generate
 from cart_etl.validate.rules import RULES
 from cart_etl.validate.run import ValidationOutcome
 from cart_etl.validate.validate import validate_site
+from tests.extract.conftest import count_data_rows
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = REPO / "tests" / "cases"
@@ -219,21 +219,6 @@ def _export_with(
 # --- independent counts ----------------------------------------------------------------------
 
 
-def _input_rows(path: Path, spec: FileSpec) -> int:
-    """Data rows of an export file, counted without the extractor."""
-    if spec.format == "xlsx":
-        workbook = openpyxl.load_workbook(path, read_only=True)
-        try:
-            sheet = workbook[spec.sheet] if spec.sheet else workbook.worksheets[0]
-            rows = [r for r in sheet.iter_rows(values_only=True) if any(v is not None for v in r)]
-        finally:
-            workbook.close()
-        return len(rows) - spec.header_row
-    encoding = "utf-8-sig" if spec.encoding == "utf-8" else spec.encoding
-    with path.open(encoding=encoding, newline="") as fh:
-        return sum(1 for _ in csv.reader(fh, delimiter=spec.delimiter)) - spec.header_row
-
-
 def _resources(path: Path) -> int:
     """Resources in a FHIR case; an unreadable file or gzip tail counts as one rejection."""
     data = path.read_bytes()
@@ -280,7 +265,7 @@ def _assert_nothing_lost(
     for summary in outcome.files:
         assert summary.rows_in == summary.accepted + summary.quarantined, summary
     for name in replaced:
-        n = _input_rows(export / name, base.mapping.files[name])
+        n = count_data_rows(export / name, base.mapping.files[name])
         accepted = {
             source_row(row)
             for frame in outcome.accepted.values()
