@@ -914,7 +914,7 @@ def _items(
 # --- extraction plan -----------------------------------------------------------------------------
 
 
-def _system(site: str, spec: FileSpec, column: str) -> str:
+def local_system(site: str, spec: FileSpec, column: str) -> str:
     """The site-local code system of a column: local:<site>:<file>:<column>."""
     return f"{LOCAL_SYSTEM}:{site}:{spec.name}:{column}"
 
@@ -939,7 +939,7 @@ def _value_assigns(site: str, spec: FileSpec, col: ColumnSpec, entity: str) -> l
         return []
     out = [Assign(target.column, source=col.name)]
     if target.system_column is not None:
-        out.append(Assign(target.system_column, literal=_system(site, spec, col.name)))
+        out.append(Assign(target.system_column, literal=local_system(site, spec, col.name)))
     return out
 
 
@@ -1090,7 +1090,7 @@ def _wide_output(
         # The item key is the code; its system names the first column charting the item.
         system = code_column.removesuffix(_CODE_SUFFIX) + _SYSTEM_SUFFIX
         assigns.append(Assign(code_column, literal=item.code))
-        assigns.append(Assign(system, literal=_system(site, spec, cols[0].name)))
+        assigns.append(Assign(system, literal=local_system(site, spec, cols[0].name)))
     return Output(entity, tuple(assigns), item=item.code, present=tuple(c.name for c in cols))
 
 

@@ -14,17 +14,19 @@ from typing import Any
 import yaml
 
 from cart_etl.config import PROJECT_ROOT
-from cart_etl.extract.site_mapping import FileSpec, ItemSpec, SiteMapping, normalize_key
+from cart_etl.extract.site_mapping import (
+    FileSpec,
+    ItemSpec,
+    SiteMapping,
+    local_system,
+    normalize_key,
+)
 from cart_etl.transform.staging import DateFormats, StagingContext, ValueMaps
 
 # XLSX date cells arrive as ISO text from the extractor (native Excel date-times).
 XLSX_NATIVE_FORMATS: tuple[str, ...] = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
 # Which attribute of an item/lookup entry holds the canonical key, by lookup kind.
 CANONICAL_KEYS: tuple[str, ...] = ("item", "test", "drug", "device", "route")
-
-
-def _system(mapping: SiteMapping, spec: FileSpec, column: str) -> str:
-    return f"local:{mapping.site}:{spec.name}:{column}"
 
 
 def _item_codes(mapping: SiteMapping, spec: FileSpec) -> list[tuple[str, ItemSpec]]:
@@ -34,7 +36,7 @@ def _item_codes(mapping: SiteMapping, spec: FileSpec) -> list[tuple[str, ItemSpe
     with the system of the item's own column, as the extractor writes it (output literals).
     """
     if spec.item_column:
-        system = _system(mapping, spec, spec.item_column)
+        system = local_system(mapping.site, spec, spec.item_column)
         return [(system, item) for item in spec.items.values()]
     found: list[tuple[str, ItemSpec]] = []
     for output in spec.outputs:
@@ -122,7 +124,7 @@ def context_from_site(mapping: SiteMapping) -> tuple[StagingContext, ValueMaps]:
         for column, col in spec.columns.items():
             if col.lookup and col.lookup in spec.lookups:
                 table = spec.lookups[col.lookup]
-                system = _system(mapping, spec, column)
+                system = local_system(mapping.site, spec, column)
                 for entity, target in col.targets.items():
                     if target.column is None:
                         continue
@@ -143,7 +145,6 @@ def context_from_site(mapping: SiteMapping) -> tuple[StagingContext, ValueMaps]:
                             values.setdefault(f"{entity}.{target.column}", {}).update(
                                 {normalize_key(str(k)): _text(v) for k, v in coded.items()}
                             )
-    # Units of long files resolve against any file's unit table; fill defaults again now.
     ctx = StagingContext(
         timezone=mapping.timezone,
         dates=dates,
