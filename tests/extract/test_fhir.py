@@ -35,6 +35,7 @@ from cart_etl.extract.fhir import (
 )
 from cart_etl.synth import fhir_export as fx
 from cart_etl.synth.generate import generate
+from tests.extract.conftest import collect
 
 CASES = Path(__file__).resolve().parents[1] / "cases"
 LOINC, RXNORM, SNOMED = fx.LOINC, fx.RXNORM, fx.SNOMED
@@ -68,13 +69,8 @@ class Run:
 
 def run(path: Path, **kwargs: Any) -> Run:
     stream = extract_fhir(path, **kwargs)
-    out = Run(stream.report)
-    for item in stream:
-        if isinstance(item, RawBatch):
-            out.batches.append(item)
-        else:
-            out.rejected.append(item)
-    return out
+    drained = collect(stream)  # the report is complete once the stream is drained
+    return Run(stream.report, drained.batches, drained.rejected)
 
 
 def canonical(frame: pl.DataFrame) -> pl.DataFrame:

@@ -23,6 +23,8 @@ def test_02_rule_ids_used_in_checks_are_defined():
     used = set()
     for path in SRC.glob("*.py"):
         used |= set(re.findall(r'name="([a-z_]+\.[a-z_.]+)"', path.read_text(encoding="utf-8")))
-        used |= set(re.findall(r'_case\(\s*\w+,\s*"([a-z_.]+)"', path.read_text(encoding="utf-8")))
+        text = path.read_text(encoding="utf-8")
+        used |= set(re.findall(r'(?:case_for|_cases_each)\(\s*\w+,\s*"([a-z_.]+)"', text))
+        used |= set(re.findall(r'rule_id, detail = "([a-z_.]+)"', text))
     assert used
     assert sorted(used - set(RULES)) == []

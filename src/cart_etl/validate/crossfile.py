@@ -17,8 +17,14 @@ from cart_etl.transform.casts import normalise_text
 from cart_etl.validate.quarantine import case_for
 
 
-def _case(rec: dict, rule_id: str, field: str, value: object, detail: str) -> FailureCase:  # type: ignore[type-arg]
-    return case_for(rec, rule_id, field, value, detail)
+def _cases_each(
+    rows: pl.DataFrame, rule_id: str, field: str, raw_col: str | None, detail: str
+) -> list[FailureCase]:
+    """One case per rejected row, quoting ``raw_col`` as the source wrote it."""
+    return [
+        case_for(rec, rule_id, field, rec.get(raw_col) if raw_col else "", detail)
+        for rec in rows.iter_rows(named=True)
+    ]
 
 
 def _split(df: pl.DataFrame, bad: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -38,10 +44,9 @@ def filter_duplicates(entity: str, raw: pl.DataFrame) -> tuple[pl.DataFrame, lis
     )
     ok, dup = _split(keyed, ~first)
     drop = ["_order", *[f"_k{i}" for i in range(len(columns))]]
-    cases = [
-        _case(rec, "row.duplicate", "*", "", "identical to an earlier row of the same file")
-        for rec in dup.iter_rows(named=True)
-    ]
+    cases = _cases_each(
+        dup, "row.duplicate", "*", None, "identical to an earlier row of the same file"
+    )
     return ok.drop(drop), cases
 
 
@@ -78,7 +83,7 @@ def filter_orphans(
                 "row.patient.known",
                 f"patient key {rec['patient_key']!r} is not in the register",
             )
-        cases.append(_case(rec, rule_id, "patient_key", rec["patient_key"], detail))
+        cases.append(case_for(rec, rule_id, "patient_key", rec["patient_key"], detail))
     return ok.drop("_known"), cases
 
 
@@ -90,17 +95,8 @@ def filter_extra_infusions(
         return infusion, []
     ranked = infusion.with_columns(_n=pl.col("at").rank("ordinal").over(["source", "patient_key"]))
     ok, bad = _split(ranked, pl.col("_n") > 1)
-    cases = [
-        _case(
-            rec,
-            "infusion.one_per_patient",
-            "at",
-            rec.get("at_raw"),
-            "a second CAR-T infusion for the same patient",
-        )
-        for rec in bad.iter_rows(named=True)
-    ]
-    return ok.drop("_n"), cases
+    detail = "a second CAR-T infusion for the same patient"
+    return ok.drop("_n"), _cases_each(bad, "infusion.one_per_patient", "at", "at_raw", detail)
 
 
 def filter_infusion_dates(
@@ -128,7 +124,7 @@ def filter_infusion_dates(
             else "infusion.study_window"
         )
         cases.append(
-            _case(
+            case_for(
                 rec,
                 rule_id,
                 "at",
@@ -153,17 +149,8 @@ def filter_response_window(
         pl.col("at").dt.convert_time_zone(timezone).dt.date() - pl.col("_day0")
     ).dt.total_days()
     ok, bad = _split(joined, pl.col("_day0").is_null() | ~study_day.is_between(21, 35))
-    cases = [
-        _case(
-            rec,
-            "response.window",
-            "at",
-            rec.get("at_raw"),
-            "day-28 assessment outside study days 21-35 (or no infusion)",
-        )
-        for rec in bad.iter_rows(named=True)
-    ]
-    return ok.drop("_day0"), cases
+    detail = "day-28 assessment outside study days 21-35 (or no infusion)"
+    return ok.drop("_day0"), _cases_each(bad, "response.window", "at", "at_raw", detail)
 
 
 def filter_followup_order(follow_up: pl.DataFrame) -> tuple[pl.DataFrame, list[FailureCase]]:
@@ -171,7 +158,7 @@ def filter_followup_order(follow_up: pl.DataFrame) -> tuple[pl.DataFrame, list[F
     bad = pl.col("death_date").is_not_null() & (pl.col("death_date") < pl.col("last_contact_date"))
     ok, rejected = _split(follow_up, bad)
     cases = [
-        _case(
+        case_for(
             rec,
             "followup.death_before_last_contact",
             "death_date",
