@@ -1,0 +1,230 @@
+"""Assemble the per-patient facts of one batch of patients into the mart frames.
+
+Everything here is per patient, so a bucket of patients can be derived alone (the run
+derives bucket by bucket to keep memory flat). ``person_id`` is added at load time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from cart_etl.transform.derive import crs, flags, outcomes, treatment
+from cart_etl.transform.derive.rules import CrsRules, SteroidRules
+from cart_etl.transform.derive.timeline import derive_timeline, local_date, study_day
+
+PATIENT_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "is_infused",
+    "exclusion_reason",
+    "is_included",
+    "is_toci",
+    "age_years",
+    "sex",
+    "is_high_risk",
+    "lines_of_therapy",
+    "prior_allo_sct",
+    "marrow_blasts_pct",
+    "cart_dose_1e6_per_kg",
+    "max_crs_grade",
+    "crs_onset_day",
+    "crs_duration_days",
+    "has_icans",
+    "max_icans_grade",
+    "toci_doses",
+    "toci_cumulative_mg",
+    "steroid_mp_equiv_mg",
+    "response_day28",
+    "os_days",
+    "os_event",
+    "pfs_days",
+    "pfs_event",
+    "serious_infection",
+)
+DETAIL_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "infusion_at",
+    "infusion_date",
+    "last_contact_date",
+    "progression_date",
+    "death_date",
+    "crs_episodes",
+    "crs_grade_recorded",
+    "recorded_grade_disagrees",
+    "crs_max_grade_mechanism",
+    "pre_infusion_fever",
+    "first_toci_at",
+    "hours_onset_to_first_toci",
+    "toci_max_doses_in_24h",
+    "toci_exceeds_course_limit",
+    "il6_before_first_toci",
+    "il6_after_first_toci",
+    "il6_fell_after_toci",
+    "gcsf_total_ug",
+    "vasopressor_hours",
+    "lost_data_kind",
+)
+EPISODE_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "episode_number",
+    "is_crs",
+    "onset_at",
+    "end_at",
+    "onset_day",
+    "end_day",
+    "duration_hours",
+    "duration_days",
+    "max_grade",
+    "grade_mechanism",
+    "first_mask_at",
+    "first_toci_at",
+    "hours_onset_to_first_toci",
+)
+LAB_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "category",
+    "item",
+    "measured_at",
+    "study_day",
+    "hours_since_infusion",
+    "hours_from_first_toci",
+    "value",
+    "unit",
+    "source_unit",
+    "flag",
+)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Mart frames of one batch, keyed by ``patient_key`` (and ``study_id``)."""
+
+    patient: pl.DataFrame
+    detail: pl.DataFrame
+    crs_episode: pl.DataFrame
+    treatment: pl.DataFrame
+    lab_timeseries: pl.DataFrame
+
+
+def _bool(col: str) -> pl.Expr:
+    """Register flags arrive as the text 'true'/'false' after value mapping."""
+    return (
+        pl.col(col)
+        .cast(pl.String)
+        .str.to_lowercase()
+        .replace_strict({"true": True, "false": False}, default=None, return_dtype=pl.Boolean)
+    )
+
+
+def derive_all(
+    accepted: dict[str, pl.DataFrame],
+    tz: str,
+    rules: CrsRules,
+    steroids: SteroidRules,
+    label: treatment.TocilizumabLabel,
+) -> Derived:
+    """Every derived fact of the patients in ``accepted`` (validated, staged frames)."""
+    demo = accepted["demographics"].unique("patient_key", keep="first")
+    infusion = accepted["infusion"]
+    vitals, labs, oxygen = accepted["vitals"], accepted["labs"], accepted["oxygen"]
+    drugs, vaso = accepted["drugs"], accepted["vasopressors"]
+    timeline = derive_timeline(demo, infusion, tz, rules)
+    ids = timeline.select("patient_key", "study_id")
+
+    signs = crs.derive_crs_signs(timeline, vitals, oxygen, vaso, rules)
+    episodes = crs.derive_crs_episodes(signs, rules)
+    graded = crs.derive_crs_grades(episodes, timeline, vitals, oxygen, vaso, drugs, rules, tz)
+    episodes = crs.derive_episode_timing(graded, timeline, drugs, rules, tz)
+    monitored = crs.derive_monitored(timeline, vitals, rules, tz)
+    patient_crs = crs.derive_patient_crs(timeline, monitored, episodes)
+
+    treat = treatment.derive_treatment(drugs, vaso, timeline, steroids, label, tz)
+    summary = treatment.derive_treatment_summary(treat, label)
+    response = outcomes.derive_response(accepted["response"], timeline, tz)
+    survival = outcomes.derive_survival(accepted["follow_up"], timeline)
+    infection = outcomes.derive_serious_infection(accepted["infections"], timeline)
+    icans = outcomes.derive_icans(accepted["icans"], timeline, tz)
+    il6 = outcomes.derive_il6_course(labs, summary.filter(pl.col("first_toci_at").is_not_null()))
+    pre_fever = outcomes.derive_pre_infusion_fever(vitals, timeline, rules.fever_c, tz)
+    recorded = (
+        accepted["recorded_crs"]
+        .group_by("patient_key")
+        .agg(crs_grade_recorded=pl.col("grade").max().cast(pl.Int32))
+    )
+    dose = infusion.unique("patient_key", keep="first").select(
+        "patient_key", cart_dose_1e6_per_kg="dose_1e6_per_kg"
+    )
+
+    wide = (
+        timeline.join(demo.drop("study_id", "birth_date", "screening_date"), on="patient_key")
+        .join(dose, on="patient_key", how="left")
+        .join(patient_crs, on="patient_key", how="left")
+        .join(summary, on="patient_key", how="left")
+        .join(response, on="patient_key", how="left")
+        .join(survival, on="patient_key", how="left")
+        .join(infection, on="patient_key", how="left")
+        .join(icans, on="patient_key", how="left")
+        .join(il6, on="patient_key", how="left")
+        .join(pre_fever, on="patient_key", how="left")
+        .join(recorded, on="patient_key", how="left")
+    )
+    infused = pl.col("is_infused")
+    monitored_ = pl.col("monitored").fill_null(False)
+    wide = wide.with_columns(is_infused=pl.col("infusion_at").is_not_null())
+    wide = flags.derive_exclusions(wide).with_columns(
+        is_toci=infused & (pl.col("toci_doses").fill_null(0) > 0),
+        is_high_risk=_bool("is_high_risk"),
+        prior_allo_sct=_bool("prior_allo_sct"),
+        lines_of_therapy=pl.col("lines_of_therapy").cast(pl.Int32),
+        toci_doses=pl.when(infused).then(pl.col("toci_doses").fill_null(0)),
+        toci_cumulative_mg=pl.when(infused).then(pl.col("toci_cumulative_mg").fill_null(0.0)),
+        steroid_mp_equiv_mg=pl.when(infused).then(
+            pl.col("steroid_mp_equiv_mg").fill_null(0.0).round(2)
+        ),
+        os_event=pl.when(infused).then(pl.col("os_event")),
+        pfs_event=pl.when(infused).then(pl.col("pfs_event")),
+        serious_infection=pl.when(infused).then(pl.col("serious_infection").fill_null(False)),
+        has_icans=pl.when(monitored_).then(pl.col("has_icans")),
+        max_icans_grade=pl.when(monitored_).then(pl.col("max_icans_grade")),
+        infusion_date=pl.col("day0"),
+        gcsf_total_ug=pl.when(infused).then(pl.col("gcsf_total_ug").fill_null(0.0)),
+        pre_infusion_fever=pl.when(infused).then(pl.col("pre_infusion_fever").fill_null(False)),
+        recorded_grade_disagrees=pl.col("crs_grade_recorded") != pl.col("max_crs_grade"),
+        crs_max_grade_mechanism=pl.when(pl.col("max_crs_grade") > 0).then(
+            pl.col("crs_max_grade_mechanism")
+        ),
+    )
+    hours_since = (pl.col("at") - pl.col("infusion_at")).dt.total_seconds() / 3600.0
+    first_toci = summary.select("patient_key", "first_toci_at")
+    lab_parts = [
+        frame.join(
+            timeline.select("patient_key", "study_id", "day0", "infusion_at"), on="patient_key"
+        )
+        .join(first_toci, on="patient_key", how="left")
+        .select(
+            "patient_key",
+            "study_id",
+            category=pl.lit(category),
+            item="item",
+            measured_at="at",
+            study_day=study_day(local_date("at", tz)),
+            hours_since_infusion=hours_since,
+            hours_from_first_toci=(pl.col("at") - pl.col("first_toci_at")).dt.total_seconds()
+            / 3600.0,
+            value="value",
+            unit="unit",
+            source_unit="source_unit",
+            flag="flag",
+        )
+        for frame, category in ((labs, "lab"), (vitals, "vital"))
+    ]
+    return Derived(
+        patient=wide.select("patient_key", *PATIENT_COLUMNS),
+        detail=wide.select("patient_key", *DETAIL_COLUMNS),
+        crs_episode=episodes.join(ids, on="patient_key").select("patient_key", *EPISODE_COLUMNS),
+        treatment=treat.join(ids, on="patient_key").select(
+            "patient_key", "study_id", *[c for c in treat.columns if c != "patient_key"]
+        ),
+        lab_timeseries=pl.concat(lab_parts, how="vertical_relaxed"),
+    )

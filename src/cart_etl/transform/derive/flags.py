@@ -1,0 +1,66 @@
+"""Exclusion flags and the CONSORT flow (paper Figure 1; README "Exclusions")."""
+
+from __future__ import annotations
+
+import polars as pl
+
+MIN_FOLLOW_UP_DAYS = 28
+
+
+def derive_exclusions(patients: pl.DataFrame) -> pl.DataFrame:
+    """Exclusion reason in CONSORT order, ``lost_data_kind`` and ``is_included``.
+
+    1. ``not_infused``: no accepted infusion record.
+    2. ``followup_lt_28d``: death or last contact before study day 28.
+    3. ``data_lost``: infused and followed >= 28 days, but the required monitoring data are
+       missing: no temperature charted at/after the infusion on study days 0-14 (CRS cannot
+       be graded: ``lost_data_kind = monitoring``), or no marrow response assessment on study
+       days 21-35 (``response``), or no follow-up record at all (``follow_up``).
+    Everyone else is analysed. Needs columns is_infused, os_days, monitored, response_assessed.
+    """
+    reason = (
+        pl.when(~pl.col("is_infused"))
+        .then(pl.lit("not_infused"))
+        .when(pl.col("os_days") < MIN_FOLLOW_UP_DAYS)
+        .then(pl.lit("followup_lt_28d"))
+        .when(~pl.col("monitored") | ~pl.col("response_assessed") | pl.col("os_days").is_null())
+        .then(pl.lit("data_lost"))
+    )
+    kind = (
+        pl.when(pl.col("exclusion_reason") != "data_lost")
+        .then(pl.lit(None, pl.String))
+        .when(~pl.col("monitored"))
+        .then(pl.lit("monitoring"))
+        .when(~pl.col("response_assessed"))
+        .then(pl.lit("response"))
+        .otherwise(pl.lit("follow_up"))
+    )
+    return (
+        patients.with_columns(
+            pl.col("monitored").fill_null(False), pl.col("response_assessed").fill_null(False)
+        )
+        .with_columns(exclusion_reason=reason)
+        .with_columns(lost_data_kind=kind, is_included=pl.col("exclusion_reason").is_null())
+    )
+
+
+def derive_consort(patient: pl.DataFrame) -> pl.DataFrame:
+    """CONSORT boxes from the patient mart: screened -> infused -> excluded -> analysed by group."""
+    n = patient.height
+    infused = int(patient.get_column("is_infused").sum())
+    rows: list[tuple[str, int]] = [("screened", n), ("excluded:not_infused", n - infused)]
+    rows.append(("infused", infused))
+    for reason in ("followup_lt_28d", "data_lost"):
+        count = patient.filter(pl.col("exclusion_reason") == reason).height
+        rows.append((f"excluded:{reason}", count))
+    analysed = patient.filter(pl.col("is_included"))
+    rows += [
+        ("analysed", analysed.height),
+        ("analysed:toci", analysed.filter(pl.col("is_toci")).height),
+        ("analysed:no_toci", analysed.filter(~pl.col("is_toci")).height),
+    ]
+    return pl.DataFrame(
+        [(i + 1, box, count) for i, (box, count) in enumerate(rows)],
+        schema={"step": pl.Int32, "box": pl.String, "patients": pl.Int32},
+        orient="row",
+    )

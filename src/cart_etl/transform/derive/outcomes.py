@@ -1,0 +1,131 @@
+"""Day-28 response, survival, serious infections, ICANS and the IL-6 course around tocilizumab."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+
+from cart_etl.transform.derive.timeline import local_date, study_day
+
+# MRD below 0.01 % (10^-4) is MRD-negative (reference/crs_grading.md F2).
+MRD_NEGATIVE_BELOW_PCT = 0.01
+RESPONSE_WINDOW_DAYS = (21, 35)
+ICANS_WINDOW_DAYS = (0, 28)
+SERIOUS_INFECTION_MIN_CTCAE = 3
+# IL-6 "after" = first sample 24-72 h after the first tocilizumab dose (README calibration).
+IL6_AFTER_WINDOW = (timedelta(hours=24), timedelta(hours=72))
+
+
+def derive_response(response: pl.DataFrame, timeline: pl.DataFrame, tz: str) -> pl.DataFrame:
+    """Day-28 response from the marrow assessment on study day 21-35 (closest to day 28).
+
+    CR or CRi (the paper's CR ignores count recovery) with MRD < 0.01 % -> ``mrd_neg_cr``,
+    otherwise ``mrd_pos_cr``; PR -> ``pr``; NR -> ``nr`` (F1, F2).
+    """
+    r = (
+        response.join(timeline.select("patient_key", "day0"), on="patient_key")
+        .with_columns(_day=study_day(local_date("at", tz)))
+        .filter(pl.col("_day").is_between(*RESPONSE_WINDOW_DAYS))
+        .sort("patient_key", (pl.col("_day") - 28).abs(), "at")
+        .unique("patient_key", keep="first")
+    )
+    category = (
+        pl.when(pl.col("morphology") == "PR")
+        .then(pl.lit("pr"))
+        .when(pl.col("morphology") == "NR")
+        .then(pl.lit("nr"))
+        .when(pl.col("mrd_pct") < MRD_NEGATIVE_BELOW_PCT)
+        .then(pl.lit("mrd_neg_cr"))
+        .otherwise(pl.lit("mrd_pos_cr"))
+    )
+    return r.select("patient_key", response_day28=category, response_assessed=pl.lit(True))
+
+
+def derive_survival(follow_up: pl.DataFrame, timeline: pl.DataFrame) -> pl.DataFrame:
+    """OS and PFS in days from day 0, censored at last contact (F3).
+
+    OS end = death or last contact, event = death; PFS end = first of progression or death,
+    else last contact, event = progression or death.
+    """
+    fu = follow_up.unique("patient_key", keep="first").join(
+        timeline.select("patient_key", "day0"), on="patient_key"
+    )
+    os_end = pl.coalesce("death_date", "last_contact_date")
+    pfs_end = pl.coalesce(pl.min_horizontal("progression_date", "death_date"), "last_contact_date")
+    return fu.select(
+        "patient_key",
+        "last_contact_date",
+        "progression_date",
+        "death_date",
+        os_days=(os_end - pl.col("day0")).dt.total_days().cast(pl.Int32),
+        os_event=pl.col("death_date").is_not_null(),
+        pfs_days=(pfs_end - pl.col("day0")).dt.total_days().cast(pl.Int32),
+        pfs_event=pl.col("death_date").is_not_null() | pl.col("progression_date").is_not_null(),
+    )
+
+
+def derive_serious_infection(infections: pl.DataFrame, timeline: pl.DataFrame) -> pl.DataFrame:
+    """Any documented infection of CTCAE grade >= 3 on or after day 0."""
+    inf = infections.join(timeline.select("patient_key", "day0"), on="patient_key").filter(
+        pl.col("onset_date") >= pl.col("day0")
+    )
+    return inf.group_by("patient_key").agg(
+        serious_infection=(pl.col("ctcae_grade") >= SERIOUS_INFECTION_MIN_CTCAE).any()
+    )
+
+
+def derive_icans(icans: pl.DataFrame, timeline: pl.DataFrame, tz: str) -> pl.DataFrame:
+    """ICANS as recorded (ICE score and grade, ASTCT 2019): any grade >= 1 on days 0-28.
+
+    Grades are taken as recorded, not derived (crs_grading.md 2.3: the paper's grade-3 ICANS
+    had signs outside the ASTCT domains). Rows carrying only an ICE score count as assessed.
+    """
+    i = (
+        icans.join(timeline.select("patient_key", "day0"), on="patient_key")
+        .with_columns(_day=study_day(local_date("at", tz)))
+        .filter(pl.col("_day").is_between(*ICANS_WINDOW_DAYS))
+    )
+    return i.group_by("patient_key").agg(
+        has_icans=(pl.col("grade").fill_null(0) >= 1).any(),
+        max_icans_grade=pl.col("grade").max().fill_null(0).cast(pl.Int32),
+    )
+
+
+def derive_il6_course(labs: pl.DataFrame, first_toci: pl.DataFrame) -> pl.DataFrame:
+    """IL-6 at the last sample before the first tocilizumab dose vs the first one 24-72 h after.
+
+    ``il6_fell_after_toci`` = after < before (E7: IL-6 may rise after tocilizumab, which
+    blocks its receptor; the paper counts the patients whose level fell).
+    """
+    il6 = labs.filter(pl.col("item") == "il6").select("patient_key", "at", "value")
+    j = il6.join(first_toci.select("patient_key", "first_toci_at"), on="patient_key")
+    before = (
+        j.filter(pl.col("at") < pl.col("first_toci_at"))
+        .sort("patient_key", "at")
+        .group_by("patient_key")
+        .agg(il6_before_first_toci=pl.col("value").last())
+    )
+    lo, hi = IL6_AFTER_WINDOW
+    after = (
+        j.filter(
+            pl.col("at").is_between(pl.col("first_toci_at") + lo, pl.col("first_toci_at") + hi)
+        )
+        .sort("patient_key", "at")
+        .group_by("patient_key")
+        .agg(il6_after_first_toci=pl.col("value").first())
+    )
+    return before.join(after, on="patient_key", how="full", coalesce=True).with_columns(
+        il6_fell_after_toci=pl.col("il6_after_first_toci") < pl.col("il6_before_first_toci")
+    )
+
+
+def derive_pre_infusion_fever(
+    vitals: pl.DataFrame, timeline: pl.DataFrame, fever_c: float, tz: str
+) -> pl.DataFrame:
+    """A temperature >= 38.0 C on day 0 before the infusion (lymphodepletion; ignored for CRS)."""
+    v = vitals.filter((pl.col("item") == "temp") & (pl.col("value") >= fever_c)).join(
+        timeline.select("patient_key", "infusion_at", "day0"), on="patient_key"
+    )
+    v = v.filter((pl.col("at") < pl.col("infusion_at")) & (local_date("at", tz) == pl.col("day0")))
+    return v.select("patient_key").unique().with_columns(pre_infusion_fever=pl.lit(True))
