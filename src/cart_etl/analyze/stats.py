@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 
 from cart_etl.analyze.exact import fisher_freeman_halton
@@ -26,6 +27,7 @@ TEST_NAMES: dict[str, str] = {
     "wilcoxon_signed_rank": "Wilcoxon signed-rank (paired, two-sided)",
     "logrank": "log-rank",
 }
+Sample = npt.ArrayLike  # a 1-d sample: list, ndarray or pandas Series
 MIN_EXPECTED = 5.0  # Cochran's rule for the χ² approximation
 
 
@@ -91,7 +93,7 @@ def fisher_exact(table: Sequence[Sequence[int]]) -> TestResult:
     return TestResult("fisher_freeman_halton", fisher_freeman_halton(arr.astype(int).tolist()))
 
 
-def mann_whitney(x: Sequence[float], y: Sequence[float]) -> TestResult:
+def mann_whitney(x: Sample, y: Sample) -> TestResult:
     """Mann-Whitney U, two-sided, scipy's default method (exact for small samples without
     ties, otherwise the normal approximation with tie and continuity correction).
 
@@ -104,7 +106,7 @@ def mann_whitney(x: Sequence[float], y: Sequence[float]) -> TestResult:
     return TestResult("mann_whitney", float(res.pvalue), float(res.statistic))
 
 
-def wilcoxon_paired(before: Sequence[float], after: Sequence[float]) -> TestResult:
+def wilcoxon_paired(before: Sample, after: Sample) -> TestResult:
     """Wilcoxon signed-rank test on paired samples (after - before), two-sided.
 
     scipy's default (exact for n <= 50 without ties or zeros); R ``wilcox.test(after,
@@ -119,8 +121,8 @@ def wilcoxon_paired(before: Sequence[float], after: Sequence[float]) -> TestResu
 def run_test(
     test: str,
     table: Sequence[Sequence[int]] | None = None,
-    x: Sequence[float] | None = None,
-    y: Sequence[float] | None = None,
+    x: Sample | None = None,
+    y: Sample | None = None,
 ) -> TestResult:
     """Dispatch a test by its id (the ids of ``mappings/analysis/table2.yaml``)."""
     if test == "mann_whitney":
