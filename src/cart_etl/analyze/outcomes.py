@@ -200,7 +200,7 @@ def steroids(con: duckdb.DuckDBPyConnection) -> SteroidSummary:
         patients=len(given),
         toci_patients=int((given["group"] == GROUP_TOCI).sum()),
         non_toci_only=len(only),
-        non_toci_only_by_grade=_count_by_grade(toci),
+        non_toci_only_by_grade=_count_by_grade(only),
         among_treated=summarise_continuous(given["steroid_mp_equiv_mg"]),
     )
 
