@@ -8,14 +8,14 @@ import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cart_etl.errors import CartEtlError
+from cart_etl.errors import CartEtlError, ConfigurationError
 
 app = typer.Typer(
     name="cart-etl",
@@ -237,6 +237,70 @@ def init_store(
     con = connect(store)
     con.close()
     console.print(f"store ready: {store} (schemas: {', '.join(SCHEMAS)})")
+
+
+@app.command("run")
+@cli_errors
+def run_cmd(
+    source: Annotated[
+        str | None, typer.Option("--source", help="Site export folder or SQLAlchemy URL.")
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="Site mapping name (mappings/sites).")] = None,
+    fhir: Annotated[
+        Path | None, typer.Option("--fhir", help="FHIR R4 bundles or Bulk NDJSON folder.")
+    ] = None,
+    store: Annotated[Path, typer.Option(help="DuckDB store file.")] = Path("cart_etl.duckdb"),
+    fhir_mode: Annotated[str, typer.Option(help="fast (orjson) or strict (R4B models).")] = "fast",
+    force: Annotated[bool, typer.Option(help="Reload even if the inputs are unchanged.")] = False,
+    expectations: Annotated[
+        bool, typer.Option(help="Run the post-load great-expectations suite.")
+    ] = True,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the run summary as JSON.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Load one delivery into the DuckDB store: validate, derive, marts, OMOP (one transaction).
+
+    Exit codes: 0 loaded (or skipped: inputs unchanged), 1 post-load checks failed (the store
+    keeps its previous data; the failure is in etl.runs), 2 unusable input or store.
+    """
+    from cart_etl.pipeline import Source, run, summary_json
+
+    if (source is None) == (fhir is None) or (source is not None and not site):
+        raise ConfigurationError(
+            "Give exactly one input: --source DIR --site NAME, or --fhir DIR.",
+            fix="e.g. cart-etl run --source export/ --site tianjin_ref --store study.duckdb",
+        )
+    src = Source(str(fhir), fhir=True, fhir_mode=fhir_mode) if fhir else Source(str(source), site)
+    say = (lambda _m: None) if quiet or json_out else (lambda m: err_console.print(f"· {m}"))
+    result = run(src, store, force=force, expectations=expectations, on_stage=say)
+    if json_out:
+        console.print_json(data=summary_json(result))
+    elif not quiet:
+        _print_run(result)
+    raise typer.Exit(result.exit_code)
+
+
+def _print_run(result: Any) -> None:
+    console.print(
+        f"run {result.run_id[:8]} {result.status} in {result.seconds:.1f} s -> {result.store}"
+        + (f" ({result.message})" if result.message else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.status != "skipped":
+        console.print(
+            f"{result.quarantined:,} rows quarantined, {result.warnings:,} warnings "
+            "(etl.quarantine / etl.warnings)",
+            highlight=False,
+        )
+    for failure in result.failures:
+        err_console.print(f"[bold red]check failed:[/] {failure}", highlight=False)
+    if result.consort:
+        console.print(
+            "CONSORT: " + " | ".join(f"{box} {n}" for box, n in result.consort), highlight=False
+        )
 
 
 @app.command()

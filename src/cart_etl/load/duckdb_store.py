@@ -27,12 +27,24 @@ ETL_DDL: tuple[str, ...] = (
         command         VARCHAR NOT NULL,
         input_checksums JSON,
         row_counts      JSON,
-        status          VARCHAR NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+        status          VARCHAR NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'skipped')),
         message         VARCHAR
     )
     """,
     """
     CREATE TABLE IF NOT EXISTS etl.quarantine (
+        run_id    VARCHAR NOT NULL,
+        source    VARCHAR NOT NULL,
+        file      VARCHAR NOT NULL,
+        row_ref   VARCHAR NOT NULL,
+        field     VARCHAR,
+        value     VARCHAR,
+        rule_id   VARCHAR NOT NULL,
+        message   VARCHAR NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS etl.warnings (
         run_id    VARCHAR NOT NULL,
         source    VARCHAR NOT NULL,
         file      VARCHAR NOT NULL,
@@ -145,11 +157,27 @@ def finish_run(
     )
 
 
-def quarantine(con: duckdb.DuckDBPyConnection, run: Run, cases: Iterable[FailureCase]) -> int:
-    """Append failure cases to ``etl.quarantine``; return how many were written."""
-    rows = [
-        (run.run_id, c.source, c.file, c.row, c.field, c.value, c.rule_id, c.message) for c in cases
-    ]
-    if rows:
-        con.executemany("INSERT INTO etl.quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+def _append_cases(
+    con: duckdb.DuckDBPyConnection, table: str, run: Run, cases: Iterable[FailureCase]
+) -> int:
+    import pyarrow as pa
+
+    rows = [(c.source, c.file, c.row, c.field, c.value, c.rule_id, c.message) for c in cases]
+    if not rows:
+        return 0
+    names = ["source", "file", "row_ref", "field", "value", "rule_id", "message"]
+    batch = pa.table(  # noqa: F841 - read by DuckDB's replacement scan; executemany is slow
+        {n: [r[i] for r in rows] for i, n in enumerate(names)}
+    )
+    con.execute(f"INSERT INTO etl.{table} SELECT ?, * FROM batch", [run.run_id])
     return len(rows)
+
+
+def quarantine(con: duckdb.DuckDBPyConnection, run: Run, cases: Iterable[FailureCase]) -> int:
+    """Append quarantined-row cases to ``etl.quarantine``; return how many were written."""
+    return _append_cases(con, "quarantine", run, cases)
+
+
+def record_warnings(con: duckdb.DuckDBPyConnection, run: Run, cases: Iterable[FailureCase]) -> int:
+    """Append data-quality warnings (accepted rows, recovered defects) to ``etl.warnings``."""
+    return _append_cases(con, "warnings", run, cases)

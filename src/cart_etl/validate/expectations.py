@@ -49,30 +49,38 @@ def _temperature_bounds() -> dict[str, Any]:
     return {"min_value": lo, "max_value": hi}
 
 
-def run_suites(frames: dict[str, pl.DataFrame]) -> list[dict[str, Any]]:
-    """Validate each staged frame that has a suite; one result dict per expectation."""
+def _context() -> tuple[Any, Any]:
     import great_expectations as gx  # slow import (~5 s): only when a suite runs
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}  # type: ignore[assignment]
-    source = context.data_sources.add_pandas("cart_etl_staged")
+    return gx, context
+
+
+def validate_batches(
+    suites: dict[str, list[tuple[str, dict[str, Any]]]],
+    frames: dict[str, pd.DataFrame],
+    suite_prefix: str,
+    context: Any = None,
+) -> list[dict[str, Any]]:
+    """Run each table's expectation specs on its pandas batch; one result dict per expectation."""
+    gx, ctx = _context() if context is None else context
+    source = ctx.data_sources.add_pandas(f"cart_etl_{suite_prefix}")
     results: list[dict[str, Any]] = []
-    for table, specs in SUITES.items():
-        frame = frames.get(table)
-        if frame is None or frame.is_empty():
+    for table, specs in suites.items():
+        pdf = frames.get(table)
+        if pdf is None or pdf.empty:
             continue
-        columns = [c for c in frame.columns if c in {s[1]["column"] for s in specs} | {"item"}]
-        pdf: pd.DataFrame = frame.select(columns).to_pandas()
         batch = (
             source.add_dataframe_asset(name=table)
             .add_batch_definition_whole_dataframe("all")
             .get_batch(batch_parameters={"dataframe": pdf})
         )
-        suite = gx.ExpectationSuite(name=f"staged_{table}")
+        suite = gx.ExpectationSuite(name=f"{suite_prefix}_{table}")
         for name, kwargs in specs:
             suite.add_expectation(getattr(gx.expectations, name)(**kwargs))
-        outcome = batch.validate(context.suites.add(suite))
+        outcome = batch.validate(ctx.suites.add(suite))
         for r in outcome.results:
             cfg = r.expectation_config
             if cfg is None:
@@ -90,27 +98,26 @@ def run_suites(frames: dict[str, pl.DataFrame]) -> list[dict[str, Any]]:
                     "unexpected_count": int((r.result or {}).get("unexpected_count") or 0),
                 }
             )
+    return results
+
+
+def run_suites(frames: dict[str, pl.DataFrame]) -> list[dict[str, Any]]:
+    """Validate each staged frame that has a suite; one result dict per expectation."""
+    gx, context = _context()
+    batches: dict[str, pd.DataFrame] = {}
+    for table, specs in SUITES.items():
+        frame = frames.get(table)
+        if frame is None or frame.is_empty():
+            continue
+        columns = [c for c in frame.columns if c in {s[1]["column"] for s in specs} | {"item"}]
+        batches[table] = frame.select(columns).to_pandas()
+    results = validate_batches(SUITES, batches, "staged", (gx, context))
     temps = frames.get("vitals")
     if temps is not None and not temps.is_empty():
         # A separate batch rather than a row_condition: string conditions are deprecated in GX 1.9.
         pdf = temps.filter(pl.col("item") == "temp").select("value").to_pandas()
-        batch = (
-            source.add_dataframe_asset(name="vitals_temperature")
-            .add_batch_definition_whole_dataframe("all")
-            .get_batch(batch_parameters={"dataframe": pdf})
+        spec = [("ExpectColumnValuesToBeBetween", {"column": "value", **_temperature_bounds()})]
+        results += validate_batches(
+            {"vitals (temperature)": spec}, {"vitals (temperature)": pdf}, "temp", (gx, context)
         )
-        suite = gx.ExpectationSuite(name="staged_vitals_temperature")
-        suite.add_expectation(
-            gx.expectations.ExpectColumnValuesToBeBetween(column="value", **_temperature_bounds())
-        )
-        for r in batch.validate(context.suites.add(suite)).results:
-            results.append(
-                {
-                    "table": "vitals (temperature)",
-                    "expectation": "expect_column_values_to_be_between(column=value, "
-                    f"{_temperature_bounds()})",
-                    "success": bool(r.success),
-                    "unexpected_count": int((r.result or {}).get("unexpected_count") or 0),
-                }
-            )
     return results

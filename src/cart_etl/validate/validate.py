@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ def _validate(
     expected_rows: int,
     *,
     expectations: bool,
+    on_bucket: Callable[[ValidationOutcome], None] | None = None,
     **options: Any,
 ) -> tuple[ValidationOutcome, list[dict[str, Any]]]:
     """Validate (partitioned by patient when large) and run the GX suites bucket by bucket."""
@@ -42,6 +43,8 @@ def _validate(
             from cart_etl.validate.expectations import run_suites
 
             results.extend(run_suites(outcome.accepted))
+        if on_bucket is not None:
+            on_bucket(outcome)  # e.g. the run derives and stages each bucket
 
     with tempfile.TemporaryDirectory(prefix="cart_etl_validate_") as spill:
         outcome = validate_partitioned(
@@ -89,6 +92,7 @@ def validate_site(
     settings: Settings | None = None,
     expectations: bool = True,
     study_window: tuple[date, date] | None = None,
+    on_bucket: Callable[[ValidationOutcome], None] | None = None,
 ) -> tuple[ValidationOutcome, ValidationReport]:
     """Extract and validate a site delivery (export folder, or a SQLAlchemy URL for ``kind: sql``).
 
@@ -106,7 +110,13 @@ def validate_site(
     )
     expected = _input_rows(Path(source)) if "://" not in text else BUCKET_ROWS
     outcome, expectations_run = _validate(
-        stream, ctx, values, expected, expectations=expectations, study_window=study_window
+        stream,
+        ctx,
+        values,
+        expected,
+        expectations=expectations,
+        on_bucket=on_bucket,
+        study_window=study_window,
     )
     return outcome, _report(outcome, text, site, expectations_run)
 
@@ -118,6 +128,7 @@ def validate_fhir(
     settings: Settings | None = None,
     expectations: bool = True,
     study_window: tuple[date, date] | None = None,
+    on_bucket: Callable[[ValidationOutcome], None] | None = None,
 ) -> tuple[ValidationOutcome, ValidationReport]:
     """Extract and validate FHIR R4 bundles or Bulk NDJSON (``mode`` fast or strict).
 
@@ -138,6 +149,7 @@ def validate_fhir(
         expectations=expectations,
         merge_partials=True,
         study_window=study_window,
+        on_bucket=on_bucket,
     )
     report = _report(outcome, str(path), None, expectations_run)
     report.notes.append(
