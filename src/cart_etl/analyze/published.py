@@ -250,8 +250,9 @@ def reproduced_values(con: duckdb.DuckDBPyConnection) -> dict[str, Reproduced]:
     out["crs.duration_days_toci"] = Reproduced(dur.toci)
     out["crs.duration_days_non_toci"] = Reproduced(dur.non_toci)
     g3 = dur.by_grade.get("3")
-    if g3 is not None and g3[2] is not None:
-        t3, n3, test3 = g3
+    test3 = g3[2] if g3 is not None else None
+    if g3 is not None and test3 is not None:
+        t3, n3 = g3[0], g3[1]
         out["crs.duration_g3_toci_shorter"] = _claim(
             test3.p < 0.05 and t3.median < n3.median,
             f"p = {test3.p:.3f}; median {fmt_number(t3.median)} vs {fmt_number(n3.median)} d",
