@@ -341,6 +341,38 @@ def demo(
         )
 
 
+@app.command("report")
+@cli_errors
+def report_cmd(
+    store: Annotated[Path, typer.Option("--store", help="DuckDB store written by cart-etl run.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.html/.md/.json.")] = Path(
+        "report"
+    ),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Reproduce the reference study from the store: report.html, .md, .json and figures."""
+    from cart_etl.analyze.report import write_report
+    from cart_etl.load.duckdb_store import connect
+
+    con = connect(store, read_only=True)
+    try:
+        report, paths = write_report(con, out, store=str(store))
+    finally:
+        con.close()
+    if not quiet:
+        counts = ", ".join(f"{n} {s}" for s, n in report.summary.items())
+        console.print(f"published vs reproduced: {counts}", highlight=False, soft_wrap=True)
+        for c in report.comparisons:
+            if c.status == "differs":
+                why = f" (known inconsistency: {c.inconsistency})" if c.inconsistency else ""
+                console.print(
+                    f"  differs: {c.path}: published {c.published}, reproduced {c.reproduced}{why}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+    console.print(f"report: {paths.html}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Entry point for ``python -m cart_etl``."""
     app()
