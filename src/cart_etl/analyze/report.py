@@ -454,7 +454,7 @@ def render_html(report: Report, fig_dir: Path) -> str:
     """One self-contained HTML page (figures embedded as base64 PNG, no script)."""
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        '<html lang="en"><head><meta charset="utf-8"/>',
         f"<title>{html.escape(TITLE)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(TITLE)}</h1>",
         f"<p>doi:{DOI} · store: <code>{html.escape(report.store)}</code> · generated "
@@ -472,7 +472,7 @@ def render_html(report: Report, fig_dir: Path) -> str:
         for name in sec.figures:
             b64 = base64.b64encode((fig_dir / name).read_bytes()).decode("ascii")
             parts.append(
-                f'<figure><img alt="{html.escape(sec.title)}" src="data:image/png;base64,{b64}">'
+                f'<figure><img alt="{html.escape(sec.title)}" src="data:image/png;base64,{b64}"/>'
                 f"<figcaption>{html.escape(name)}</figcaption></figure>"
             )
         parts += [_html_table(c, t) for c, t in sec.tables]
