@@ -240,11 +240,11 @@ def _validate(source: Source, settings: Settings, stager: _Stager) -> None:
 
 
 def _last_success(con: duckdb.DuckDBPyConnection, digest: str) -> str | None:
-    row = con.execute(
+    rows = con.execute(
         "SELECT run_id, input_checksums->>'_fingerprint' FROM etl.runs "
         "WHERE status = 'succeeded' ORDER BY started_at DESC LIMIT 1"
-    ).fetchone()
-    return row[0] if row and row[1] == digest else None
+    ).fetchall()
+    return rows[0][0] if rows and rows[0][1] == digest else None
 
 
 def _row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -252,7 +252,7 @@ def _row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         "SELECT schema_name || '.' || table_name FROM duckdb_tables() "
         "WHERE schema_name IN ('omop', 'marts') ORDER BY 1"
     ).fetchall()
-    return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for (t,) in tables}  # type: ignore[index]
+    return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for (t,) in tables}
 
 
 def run(

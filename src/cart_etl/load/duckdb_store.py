@@ -92,6 +92,9 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
             f"{target} is not a readable DuckDB store: {exc}",
             fix="point --store at a .duckdb file written by cart-etl, or a new path.",
         ) from exc
+    # Instants are stored as TIMESTAMPTZ and exchanged with polars as UTC; the session zone
+    # only affects display and Arrow export (DuckDB would otherwise use the machine's zone).
+    con.execute("SET TimeZone = 'UTC'")
     if not read_only:
         init_store(con)
     return con

@@ -148,8 +148,8 @@ def check_invariants(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int
     """Run every mart invariant; return (name, rule, violations) for those that fail."""
     failed = []
     for name, rule, sql in INVARIANTS:
-        row = con.execute(sql).fetchone()
-        count = int(row[0]) if row and row[0] is not None else 0
+        rows = con.execute(sql).fetchall()
+        count = int(rows[0][0]) if rows and rows[0][0] is not None else 0
         if count:
             failed.append((name, rule, count))
     return failed

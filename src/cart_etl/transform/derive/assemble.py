@@ -189,7 +189,7 @@ def derive_all(
         max_icans_grade=pl.when(monitored_).then(pl.col("max_icans_grade")),
         infusion_date=pl.col("day0"),
         gcsf_total_ug=pl.when(infused).then(pl.col("gcsf_total_ug").fill_null(0.0)),
-        pre_infusion_fever=pl.when(infused).then(pl.col("pre_infusion_fever").fill_null(False)),
+        pre_infusion_fever=pl.col("pre_infusion_fever").fill_null(False),
         recorded_grade_disagrees=pl.col("crs_grade_recorded") != pl.col("max_crs_grade"),
         crs_max_grade_mechanism=pl.when(pl.col("max_crs_grade") > 0).then(
             pl.col("crs_max_grade_mechanism")

@@ -177,7 +177,8 @@ def derive_crs_grades(
     earlier in the episode), grade(t) = max(1, hypotension grade, hypoxia grade); else t does
     not count. Hypotension: 2 if hypotensive in that hour without a vasopressor, 3 with one
     vasopressor (vasopressin alone counts), 4 with >= 2 non-vasopressin vasopressors running.
-    Hypoxia: the last device charted at or before t. Episode grade = max over t, at least 1.
+    Hypoxia: the last device charted at or before t (in force for at most
+    ``oxygen_state_valid_hours``). Episode grade = max over t, at least 1.
     """
     ep = episodes.select("patient_key", "episode_number", "onset_at", "end_at")
     if ep.is_empty():
@@ -269,6 +270,7 @@ def derive_crs_grades(
         right_on="_o2_at",
         by="patient_key",
         strategy="backward",
+        tolerance=timedelta(hours=rules.oxygen_state_valid_hours),
         check_sortedness=False,  # sorted above by (patient_key, at)
     )
     t = t.with_columns(_hyp=_hypotension_grade(rules), _oxy=_hypoxia_grade(rules))

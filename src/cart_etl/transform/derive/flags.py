@@ -27,7 +27,7 @@ def derive_exclusions(patients: pl.DataFrame) -> pl.DataFrame:
         .then(pl.lit("data_lost"))
     )
     kind = (
-        pl.when(pl.col("exclusion_reason") != "data_lost")
+        pl.when(~pl.col("exclusion_reason").eq_missing("data_lost"))
         .then(pl.lit(None, pl.String))
         .when(~pl.col("monitored"))
         .then(pl.lit("monitoring"))

@@ -30,6 +30,7 @@ class CrsRules:
     masking_drugs: frozenset[str]
     masking_excluded_routes: frozenset[str]
     max_gap_hours: float
+    oxygen_state_valid_hours: float
     onset_window_days: int
     monitoring_window_days: int
     min_febrile_grade: int
@@ -75,6 +76,7 @@ def crs_rules(mappings_dir: Path | None = None) -> CrsRules:
             masking_drugs=frozenset(d["masking"]["drugs"]),
             masking_excluded_routes=frozenset(d["masking"]["excluded_routes"]),
             max_gap_hours=float(d["episode"]["max_gap_hours"]),
+            oxygen_state_valid_hours=float(d["grading_resolution"]["oxygen_state_valid_hours"]),
             onset_window_days=int(d["episode"]["onset_window_days"]),
             monitoring_window_days=int(d["episode"]["monitoring_window_days"]),
             min_febrile_grade=int(d["minimum_grade_when_febrile"]),
