@@ -13,7 +13,6 @@ from cart_etl.load.omop._common import (
     conform,
     empty,
     entity,
-    local_date,
     local_datetime,
     source_text,
     with_person,
@@ -176,9 +175,10 @@ def map_measurement(inp: OmopInput) -> pl.DataFrame:
     frame = pl.concat(parts, how="diagonal_relaxed")
     if "_date" not in frame.columns:
         frame = frame.with_columns(_date=pl.lit(None, pl.Date))
+    # One timezone conversion per row (the costly step on a 13 M-row flowsheet).
+    frame = frame.with_columns(measurement_datetime=local_datetime(pl.col("_at"), tz))
     frame = frame.with_columns(
-        measurement_date=pl.coalesce(local_date(pl.col("_at"), tz), pl.col("_date")),
-        measurement_datetime=local_datetime(pl.col("_at"), tz),
+        measurement_date=pl.coalesce(pl.col("measurement_datetime").dt.date(), pl.col("_date")),
         measurement_source_value=pl.col("_src"),
     )
     frame = attach_visit(inp, frame, "measurement_date")
