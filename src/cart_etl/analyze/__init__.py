@@ -3,3 +3,7 @@
 Every function takes a DuckDB connection to a store written by ``cart-etl run`` and reads
 only ``marts.*`` with SQL.
 """
+
+from cart_etl.analyze.table2 import table2
+
+__all__ = ["table2"]
