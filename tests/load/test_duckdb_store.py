@@ -24,7 +24,15 @@ def test_01_connect_creates_schemas_and_etl_tables(tmp_path: Path):
             "SELECT table_name FROM information_schema.tables WHERE table_schema='etl'"
         ).fetchall()
     }
-    assert tables == {"runs", "quarantine"}
+    assert tables == {"runs", "quarantine", "warnings"}
+    # etl.warnings (data-quality warnings of accepted rows) has the columns of etl.quarantine.
+    columns = (
+        "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
+        " WHERE table_schema='etl' AND table_name=? ORDER BY ordinal_position"
+    )
+    quarantine_cols = con.execute(columns, ["quarantine"]).fetchall()
+    assert quarantine_cols
+    assert con.execute(columns, ["warnings"]).fetchall() == quarantine_cols
     store.init_store(con)  # idempotent
     con.close()
 

@@ -9,6 +9,7 @@ from datetime import date
 
 import polars as pl
 
+from cart_etl.load.omop._common import ID_STRIDE
 from cart_etl.load.omop.condition_occurrence import map_condition_occurrence
 from cart_etl.load.omop.drug_exposure import map_drug_exposure
 from cart_etl.load.omop.episode import map_episode, toci_doses
@@ -18,10 +19,13 @@ from tests.load.omop.conftest import make_input, treatment
 
 def test_01_episode_kinds_and_concepts(inp):
     e = map_episode(inp)
-    assert e["episode_id"].to_list() == [1, 2, 3, 4]
+    # Keys are person_id * ID_STRIDE + rank within the person (three for A, one for B).
+    crs, toci, remission = (1 * ID_STRIDE + 1, 1 * ID_STRIDE + 2, 1 * ID_STRIDE + 3)
+    assert e["episode_id"].to_list() == [crs, toci, remission, 2 * ID_STRIDE + 1]
+    assert e["person_id"].to_list() == [1, 1, 1, 2]
     assert e["episode_concept_id"].to_list() == [32528, 32531, 32530, 32677]
     assert e["episode_object_concept_id"].to_list() == [0, 0, 4173963, 4173963]
-    assert e["episode_parent_id"].to_list() == [None, 1, None, None]
+    assert e["episode_parent_id"].to_list() == [None, crs, None, None]
     assert e["episode_number"].to_list() == [1, 1, None, None]
     assert e["episode_start_date"].to_list() == [
         date(2020, 4, 19),
@@ -72,9 +76,14 @@ def test_04_episode_events_link_condition_and_drug_rows(inp):
     mp = drugs.filter(drug_concept_id=1506270)["drug_exposure_id"].item()
     ne = drugs.filter(drug_concept_id=1321341)["drug_exposure_id"].item()
     gcsf = drugs.filter(drug_source_value="G-CSF")["drug_exposure_id"].item()
+    # Episode keys of patient A: CRS episode rank 1, tocilizumab course rank 2.
+    crs_ep, toci_ep = 1 * ID_STRIDE + 1, 1 * ID_STRIDE + 2
+    assert crs_cond == 1 * ID_STRIDE + 2
+    assert toci == [1 * ID_STRIDE + 2, 1 * ID_STRIDE + 5]
+    assert (mp, ne, gcsf) == (1 * ID_STRIDE + 4, 1 * ID_STRIDE + 3, 1 * ID_STRIDE + 6)
     got = set(ev.rows())
-    assert (1, crs_cond, 1147127) in got
-    assert {(1, d, 1147094) for d in [*toci, mp, ne]} <= got
-    assert (1, gcsf, 1147094) not in got  # G-CSF is not a CRS treatment
-    assert {(2, d, 1147094) for d in toci} <= got
+    assert (crs_ep, crs_cond, 1147127) in got
+    assert {(crs_ep, d, 1147094) for d in [*toci, mp, ne]} <= got
+    assert (crs_ep, gcsf, 1147094) not in got  # G-CSF is not a CRS treatment
+    assert {(toci_ep, d, 1147094) for d in toci} <= got
     assert ev.height == len(got) == 7

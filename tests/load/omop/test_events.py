@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from cart_etl.load.omop._common import ID_STRIDE
 from cart_etl.load.omop.condition_occurrence import map_condition_occurrence
 from cart_etl.load.omop.device_exposure import map_device_exposure
 from cart_etl.load.omop.drug_exposure import map_drug_exposure
@@ -15,7 +16,14 @@ from cart_etl.load.omop.procedure_occurrence import map_procedure_occurrence
 
 def test_01_conditions_b_all_crs_icans_infection(inp):
     c = map_condition_occurrence(inp)
-    assert c["condition_occurrence_id"].to_list() == [1, 2, 3, 4, 5]
+    # person_id * ID_STRIDE + rank within the person: four rows for A, one for B.
+    assert c["condition_occurrence_id"].to_list() == [
+        1 * ID_STRIDE + 1,
+        1 * ID_STRIDE + 2,
+        1 * ID_STRIDE + 3,
+        1 * ID_STRIDE + 4,
+        2 * ID_STRIDE + 1,
+    ]
     assert c["person_id"].to_list() == [1, 1, 1, 1, 2]
     # B-cell ALL 4173963 (S7); CRS, ICANS and infections have no verified concept -> 0.
     assert c["condition_concept_id"].to_list() == [4173963, 0, 0, 0, 4173963]
@@ -46,7 +54,8 @@ def test_03_febrile_episode_after_day_14_is_not_a_crs_condition(inp):
 
 def test_04_drug_exposures_mar_vasopressor_and_cart_product(inp):
     d = map_drug_exposure(inp)
-    assert d["drug_exposure_id"].to_list() == [1, 2, 3, 4, 5, 6]
+    assert d["person_id"].to_list() == [1] * 6
+    assert d["drug_exposure_id"].to_list() == [1 * ID_STRIDE + r for r in range(1, 7)]
     # CAR-T product 0 (academic), tocilizumab 40171288, norepinephrine 1321341,
     # methylprednisolone 1506270, tocilizumab, G-CSF 0 (filgrastim unverified).
     assert d["drug_concept_id"].to_list() == [0, 40171288, 1321341, 1506270, 40171288, 0]

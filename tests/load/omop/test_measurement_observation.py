@@ -9,6 +9,7 @@ from datetime import date, datetime
 
 import polars as pl
 
+from cart_etl.load.omop._common import ID_STRIDE
 from cart_etl.load.omop.measurement import map_measurement
 from cart_etl.load.omop.observation import map_observation
 
@@ -51,9 +52,13 @@ def test_04_oxygen_flow_height_weight_mrd(inp):
     assert mrd["unit_concept_id"] == 8554
 
 
-def test_05_ids_are_one_to_n_and_visit_only_inside_the_admission(inp):
+def test_05_ids_are_person_id_times_stride_plus_rank_and_visit_only_inside_the_admission(inp):
     m = map_measurement(inp)
-    assert m["measurement_id"].to_list() == list(range(1, m.height + 1))
+    # Eleven measurements for A, three for B; keys restart at rank 1 for each person.
+    assert m["person_id"].to_list() == [1] * 11 + [2] * 3
+    assert m["measurement_id"].to_list() == [1 * ID_STRIDE + r for r in range(1, 12)] + [
+        2 * ID_STRIDE + r for r in range(1, 4)
+    ]
     inside = m.filter(pl.col("visit_occurrence_id").is_not_null())["measurement_date"]
     assert inside.min() >= date(2020, 4, 18) and inside.max() <= date(2020, 5, 16)
 

@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 import polars as pl
 
+from cart_etl.load.omop._common import ID_STRIDE
 from cart_etl.load.omop.cdm_source import map_cdm_source
 from cart_etl.load.omop.death import map_death
 from cart_etl.load.omop.observation_period import map_observation_period
@@ -36,7 +37,8 @@ def test_02_person_never_carries_the_mrn(inp):
 
 def test_03_observation_period_spans_diagnosis_to_last_contact(inp):
     op = map_observation_period(inp)
-    assert op["observation_period_id"].to_list() == [1, 2]
+    assert op["person_id"].to_list() == [1, 2]
+    assert op["observation_period_id"].to_list() == [1 * ID_STRIDE + 1, 2 * ID_STRIDE + 1]
     assert op["observation_period_start_date"].to_list() == [date(2019, 1, 10), date(2018, 6, 1)]
     assert op["observation_period_end_date"].to_list() == [date(2021, 1, 1), date(2020, 5, 20)]
     assert op["period_type_concept_id"].to_list() == [32882, 32882]

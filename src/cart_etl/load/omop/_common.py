@@ -158,13 +158,24 @@ def local_datetime(expr: pl.Expr, tz: str) -> pl.Expr:
     return expr.dt.convert_time_zone(tz).dt.replace_time_zone(None).cast(pl.Datetime("us"))
 
 
+# Surrogate keys are person_id x ID_STRIDE + the row's rank within the person: a run maps
+# patients bucket by bucket, and keys built this way do not depend on the bucketing (no
+# collisions between buckets, same key for the same row whatever the bucket size).
+ID_STRIDE = 10_000_000
+
+
 def assign_ids(frame: pl.DataFrame, id_col: str, order: list[str]) -> pl.DataFrame:
-    """Surrogate key 1..n by a stable sort on ``order`` (same input -> same ids)."""
-    return (
-        frame.sort(order, nulls_last=True, maintain_order=True)
-        .with_row_index(id_col, offset=1)
-        .with_columns(pl.col(id_col).cast(pl.Int64))
-    )
+    """Surrogate key by a stable sort on ``order`` (same input -> same ids).
+
+    With a ``person_id`` column: person_id * ID_STRIDE + 1..n within the person; without
+    one: 1..n.
+    """
+    ordered = frame.sort(order, nulls_last=True, maintain_order=True)
+    if "person_id" not in ordered.columns:
+        return ordered.with_row_index(id_col, offset=1).with_columns(pl.col(id_col).cast(pl.Int64))
+    rank = pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("person_id")
+    key = pl.col("person_id").cast(pl.Int64) * ID_STRIDE + rank
+    return ordered.select(key.alias(id_col), pl.all())
 
 
 VISIT_DAYS = 28
