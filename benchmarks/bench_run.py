@@ -54,8 +54,12 @@ from pathlib import Path
 src, db = Path(sys.argv[1]), sys.argv[2]
 con = duckdb.connect(db)
 for f in sorted(src.glob("*.csv")):
-    enc = "latin-1" if f.name == "patients.csv" else "utf-8"  # GB18030 unsupported without an extension
-    con.execute(f"CREATE TABLE t_{f.stem} AS SELECT * FROM read_csv('{f}', all_varchar=true, encoding='{enc}', ignore_errors=true)")
+    # GB18030 needs an extension: read the register as latin-1 (same bytes, same work)
+    enc = "latin-1" if f.name == "patients.csv" else "utf-8"
+    con.execute(
+        f"CREATE TABLE t_{f.stem} AS SELECT * FROM read_csv('{f}', all_varchar=true, "
+        f"encoding='{enc}', ignore_errors=true)"
+    )
 con.close()
 """
 

@@ -297,7 +297,7 @@ def run(
         say("extract + validate + derive")
         _validate(source, settings, stager)
         if "demographics" not in stager.created:
-            raise SourceError(
+            raise SourceError(  # noqa: TRY301 - rolled back by the handler below
                 f"No register rows could be read from {source.location}.",
                 fix="check the export folder and the site mapping.",
             )
@@ -346,7 +346,7 @@ def run(
             con.commit()
             con.execute("CHECKPOINT")
         result.seconds = time.perf_counter() - started
-        return result
+        return result  # noqa: TRY300 - the handler only rolls back and re-raises
     except BaseException:
         with contextlib.suppress(duckdb.Error):  # no transaction open
             con.rollback()

@@ -121,6 +121,7 @@ def test_second_writer_is_refused_with_a_clear_message(loaded_store, cohort):
             capture_output=True,
             text=True,
             timeout=120,
+            check=False,
         )
     finally:
         holder.kill()

@@ -27,7 +27,8 @@ ETL_DDL: tuple[str, ...] = (
         command         VARCHAR NOT NULL,
         input_checksums JSON,
         row_counts      JSON,
-        status          VARCHAR NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'skipped')),
+        status          VARCHAR NOT NULL CHECK (status IN ('running', 'succeeded', 'failed',
+                                               'skipped')),
         message         VARCHAR
     )
     """,

@@ -1,4 +1,4 @@
-"""Analysis marts (``schemas/marts.sql``): built in SQL from the staged derivations, then checked."""
+"""Analysis marts (``schemas/marts.sql``): built in SQL from the staged derivations, checked."""
 
 from __future__ import annotations
 

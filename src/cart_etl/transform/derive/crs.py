@@ -22,9 +22,9 @@ _SIGNS_SCHEMA = {
     "end": pl.Datetime("us", "UTC"),
     "is_fever": pl.Boolean,
 }
-EPISODE_SCHEMA = {
-    "patient_key": pl.String,
-    "episode_number": pl.Int32,
+EPISODE_SCHEMA: dict[str, pl.DataType] = {
+    "patient_key": pl.String(),
+    "episode_number": pl.Int32(),
     "onset_at": pl.Datetime("us", "UTC"),
     "end_at": pl.Datetime("us", "UTC"),
 }
