@@ -30,6 +30,7 @@ import polars as pl
 
 from cart_etl.config import Settings
 from cart_etl.errors import FailureCase, SourceError
+from cart_etl.extract.contract import ENTITIES
 from cart_etl.load import duckdb_store as store
 from cart_etl.load import marts as marts_mod
 from cart_etl.transform.derive.assemble import Derived, derive_all
@@ -39,20 +40,7 @@ from cart_etl.validate.run import ValidationOutcome
 
 # Register identifiers that must never reach the store or the logs (redacted in cases).
 IDENTIFYING_FIELDS = frozenset({"patient_key", "mrn", "name"})
-STAGED_ENTITIES: tuple[str, ...] = (
-    "demographics",
-    "infusion",
-    "vitals",
-    "labs",
-    "oxygen",
-    "drugs",
-    "vasopressors",
-    "response",
-    "follow_up",
-    "infections",
-    "icans",
-    "recorded_crs",
-)
+STAGED_ENTITIES: tuple[str, ...] = ENTITIES  # every canonical entity is staged
 DERIVED_TABLES: tuple[str, ...] = (
     "patient",
     "detail",

@@ -7,24 +7,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from cart_etl.extract.contract import ENTITIES
 from cart_etl.load.omop_ddl import DDL_SQL
-
-# Staged entity tables carry the study id as the only patient key (no MRN in the store);
-# the mappers key patients by ``patient_key``, so the study id plays that role here.
-_ENTITIES: tuple[str, ...] = (
-    "demographics",
-    "infusion",
-    "vitals",
-    "labs",
-    "oxygen",
-    "drugs",
-    "vasopressors",
-    "response",
-    "follow_up",
-    "infections",
-    "icans",
-    "recorded_crs",
-)
 
 
 def create_omop(con: duckdb.DuckDBPyConnection, ddl_path: Path = DDL_SQL) -> None:
@@ -78,8 +62,10 @@ def load_omop(
     written: dict[str, int] = {}
     for bucket in range(buckets):
         accepted = {}
-        for entity in _ENTITIES:
+        for entity in ENTITIES:
             frame = _bucket_frame(con, entity, bucket)
+            # Staged tables carry the study id as the only patient key (no MRN in the store);
+            # the mappers key patients by ``patient_key``, so the study id plays that role.
             if entity == "demographics":
                 frame = frame.with_columns(patient_key=pl.col("study_id"))
             else:
