@@ -131,3 +131,36 @@ def test_second_writer_is_refused_with_a_clear_message(loaded_store, cohort):
     assert out.returncode == 2
     assert "in use by another process" in out.stderr
     assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_failed_invariant_rolls_back_and_is_recorded(loaded_store, cohort, monkeypatch):
+    """A post-load check failure fails the run (exit 1), keeps the previous data, logs why."""
+    from cart_etl.load import marts
+
+    before = snapshot(loaded_store)
+    broken = (("test.always_fails", "a check that cannot hold", "SELECT 1"),)
+    monkeypatch.setattr(marts, "INVARIANTS", marts.INVARIANTS + broken)
+    result = run(Source(str(cohort / "site_export"), "tianjin_ref"), loaded_store, force=True)
+    assert result.status == "failed"
+    assert result.exit_code == 1
+    assert any("test.always_fails" in f for f in result.failures)
+    assert snapshot(loaded_store) == before
+    with duckdb.connect(str(loaded_store), read_only=True) as con:
+        status, message = con.execute(
+            "SELECT status, message FROM etl.runs ORDER BY started_at DESC LIMIT 1"
+        ).fetchall()[0]
+    assert status == "failed"
+    assert "test.always_fails" in message
+
+
+def test_run_cli_needs_exactly_one_input(tmp_path):
+    cli = Path(sys.executable).with_name("cart-etl")
+    out = subprocess.run(
+        [str(cli), "run", "--store", str(tmp_path / "x.duckdb")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "--source DIR --site NAME, or --fhir DIR" in out.stderr
+    assert "Traceback" not in out.stderr
