@@ -54,7 +54,7 @@ def figure_consort(counts: dict[str, int]) -> Figure:
 
     get = counts.get
     box(3.5, 9.2, f"Screened r/r B-ALL patients\nn = {get('screened', 0)}")
-    box(8.0, 8.1, f"Progressed before infusion\nn = {get('excluded:not_infused', 0)}", w=3.4)
+    box(8.0, 8.1, f"Not infused (paper: progressed)\nn = {get('excluded:not_infused', 0)}", w=3.4)
     arrow(3.5, 8.75, 3.5, 7.45)
     arrow(3.5, 8.1, 6.3, 8.1)
     box(3.5, 7.0, f"Received CD19 CAR-T\nn = {get('infused', 0)}")
