@@ -34,12 +34,17 @@ class Settings:
         schemas_dir: folder of contracts (OMOP DDL, raw export specs).
         site_timezone: IANA zone applied to naive timestamps of a site export.
         secret: key for keyed hashes of MRNs; read from ``CART_ETL_SECRET``.
+        duckdb_memory_limit: DuckDB's memory cap during a run (``CART_ETL_DUCKDB_MEMORY``,
+            default 1GB); larger sorts and inserts spill to disk instead of growing RSS.
     """
 
     mappings_dir: Path = field(default_factory=_default_mappings_dir)
     schemas_dir: Path = field(default_factory=_default_schemas_dir)
     site_timezone: str = DEFAULT_TIMEZONE
     secret: str | None = field(default_factory=lambda: os.environ.get(SECRET_ENV) or None)
+    duckdb_memory_limit: str = field(
+        default_factory=lambda: os.environ.get("CART_ETL_DUCKDB_MEMORY") or "1GB"
+    )
 
     @property
     def tz(self) -> ZoneInfo:

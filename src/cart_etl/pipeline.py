@@ -263,6 +263,8 @@ def run(
     started = time.perf_counter()
     sums = fingerprint(source, settings)
     con = store.connect(store_path)
+    con.execute(f"SET memory_limit = '{settings.duckdb_memory_limit}'")
+    con.execute("SET preserve_insertion_order = false")  # marts are inserted with ORDER BY
     try:
         command = f"run {source.describe()}"
         previous = None if force else _last_success(con, sums["_fingerprint"])
