@@ -33,6 +33,7 @@ lint: $(STAMP)  ## ruff + mypy
 bench: $(STAMP)  ## speed/memory benchmarks (prints a table; not part of the tests)
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/bench_validate.py
+	$(BIN)/python benchmarks/bench_run.py
 
 clean:  ## remove the venv and generated data
 	rm -rf $(VENV) work benchmarks/out
