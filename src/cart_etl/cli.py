@@ -359,7 +359,7 @@ def _print_groups(store: Path) -> None:
     try:
         rows = con.execute(
             """
-            SELECT CASE WHEN is_toci THEN 'tocilizumab' ELSE 'no tocilizumab' END AS grp,
+            SELECT CASE WHEN is_toci THEN 'toci' ELSE 'no toci' END AS grp,
                    count(*), median(age_years), count(*) FILTER (WHERE max_crs_grade >= 1),
                    count(*) FILTER (WHERE max_crs_grade >= 3), median(crs_duration_days),
                    count(*) FILTER (WHERE response_day28 = 'mrd_neg_cr'),
