@@ -105,16 +105,19 @@ def derive_crs_episodes(signs: pl.DataFrame, rules: CrsRules) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=EPISODE_SCHEMA, orient="row")
 
 
+def _vaso_count_col(rule: dict[str, object]) -> str:
+    """Column counting the vasopressors running at t, without the rule's exclusions."""
+    excluding = sorted(rule.get("excluding") or [])  # type: ignore[call-overload]
+    return "_n_vaso_" + "_".join(excluding) if excluding else "_n_vaso"
+
+
 def _hypotension_grade(rules: CrsRules) -> pl.Expr:
     """Hypotension grade from vasopressor counts and same-hour hypotension (rules top-down)."""
     expr: pl.Expr = pl.lit(0)
     # Build from the lowest rule up so that the highest matching rule wins.
     for rule in sorted(rules.hypotension_grades, key=lambda r: r["grade"]):
         if "min_vasopressors_excluding" in rule:
-            col = (
-                "_n_vaso_" + "_".join(sorted(rule["excluding"])) if rule["excluding"] else "_n_vaso"
-            )
-            cond = pl.col(col) >= rule["min_vasopressors_excluding"]
+            cond = pl.col(_vaso_count_col(rule)) >= rule["min_vasopressors_excluding"]
         else:
             cond = pl.col("_hypotensive_hour")
         expr = pl.when(cond).then(pl.lit(rule["grade"])).otherwise(expr)
@@ -244,22 +247,14 @@ def derive_crs_grades(
         .join(vasopressors.select("patient_key", "drug", "start", "stop"), on="patient_key")
         .filter(pl.col("at").is_between(pl.col("start"), pl.col("stop")))
     )
-    counts = [pl.len().alias("_n_vaso")]
-    for rule in rules.hypotension_grades:
-        if rule.get("excluding"):
-            name = "_n_vaso_" + "_".join(sorted(rule["excluding"]))
-            counts.append((~pl.col("drug").is_in(rule["excluding"])).sum().alias(name))
-    n_vaso = running.group_by("_t").agg(counts)
-    t = t.join(n_vaso, on="_t", how="left").with_columns(
-        pl.col(c).fill_null(0) for c in n_vaso.columns if c != "_t"
-    )
-    for rule in rules.hypotension_grades:  # columns a rule needs but no running drug produced
-        if rule.get("excluding"):
-            name = "_n_vaso_" + "_".join(sorted(rule["excluding"]))
-            if name not in t.columns:
-                t = t.with_columns(pl.lit(0).alias(name))
-    if "_n_vaso" not in t.columns:
-        t = t.with_columns(_n_vaso=pl.lit(0))
+    # One count column per rule (an empty join still yields every column; nulls become 0).
+    counts = {
+        _vaso_count_col(rule): (~pl.col("drug").is_in(rule.get("excluding") or [])).sum()
+        for rule in rules.hypotension_grades
+        if "min_vasopressors_excluding" in rule
+    }
+    n_vaso = running.group_by("_t").agg(**counts)
+    t = t.join(n_vaso, on="_t", how="left").with_columns(pl.col(c).fill_null(0) for c in counts)
     # Oxygen state: the last device charted at or before t (any time, not only in the episode).
     o2 = oxygen.select(
         "patient_key", _o2_at=pl.col("at"), _device=pl.col("device"), _flow=pl.col("flow_l_min")
