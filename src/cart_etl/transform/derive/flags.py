@@ -1,4 +1,5 @@
-"""Exclusion flags and the CONSORT flow (paper Figure 1; README "Exclusions")."""
+"""Exclusion flags (paper Figure 1; README "Exclusions"); the CONSORT counts are summed over
+all patients in SQL (``cart_etl.load.marts``)."""
 
 from __future__ import annotations
 
@@ -41,26 +42,4 @@ def derive_exclusions(patients: pl.DataFrame) -> pl.DataFrame:
         )
         .with_columns(exclusion_reason=reason)
         .with_columns(lost_data_kind=kind, is_included=pl.col("exclusion_reason").is_null())
-    )
-
-
-def derive_consort(patient: pl.DataFrame) -> pl.DataFrame:
-    """CONSORT boxes from the patient mart: screened -> infused -> excluded -> analysed by group."""
-    n = patient.height
-    infused = int(patient.get_column("is_infused").sum())
-    rows: list[tuple[str, int]] = [("screened", n), ("excluded:not_infused", n - infused)]
-    rows.append(("infused", infused))
-    for reason in ("followup_lt_28d", "data_lost"):
-        count = patient.filter(pl.col("exclusion_reason") == reason).height
-        rows.append((f"excluded:{reason}", count))
-    analysed = patient.filter(pl.col("is_included"))
-    rows += [
-        ("analysed", analysed.height),
-        ("analysed:toci", analysed.filter(pl.col("is_toci")).height),
-        ("analysed:no_toci", analysed.filter(~pl.col("is_toci")).height),
-    ]
-    return pl.DataFrame(
-        [(i + 1, box, count) for i, (box, count) in enumerate(rows)],
-        schema={"step": pl.Int32, "box": pl.String, "patients": pl.Int32},
-        orient="row",
     )
