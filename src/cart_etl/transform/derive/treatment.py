@@ -71,8 +71,8 @@ def toci_label(mappings_dir: Path | None = None) -> TocilizumabLabel:
         max_mg_per_dose=float(t["alert_per_dose"]),
         alert_mg_per_kg_ge30=float(t["alert_mg_per_kg_above"]["weight_ge_30kg"]),
         alert_mg_per_kg_lt30=float(t["alert_mg_per_kg_above"]["weight_lt_30kg"]),
-        max_doses_24h=int(t.get("max_doses_24h", 3)),
-        max_doses_total=int(t.get("max_doses_total", 4)),
+        max_doses_24h=int(t["max_doses_24h"]),
+        max_doses_total=int(t["max_doses_total"]),
     )
 
 
