@@ -40,14 +40,6 @@ from cart_etl.validate.run import ValidationOutcome
 
 # Register identifiers that must never reach the store or the logs (redacted in cases).
 IDENTIFYING_FIELDS = frozenset({"patient_key", "mrn", "name"})
-STAGED_ENTITIES: tuple[str, ...] = ENTITIES  # every canonical entity is staged
-DERIVED_TABLES: tuple[str, ...] = (
-    "patient",
-    "detail",
-    "crs_episode",
-    "treatment",
-    "lab_timeseries",
-)
 
 
 @dataclass
@@ -151,13 +143,8 @@ def _redact(case: FailureCase) -> FailureCase:
 
 
 def _printable(frame: pl.DataFrame) -> pl.DataFrame:
-    """Columns DuckDB can type from Arrow: all-null columns become VARCHAR, lists are dropped."""
-    fixes = []
-    for name, dtype in frame.schema.items():
-        if dtype == pl.Null:
-            fixes.append(pl.col(name).cast(pl.String))
-    drop = [n for n, d in frame.schema.items() if isinstance(d, pl.List)]
-    return frame.drop(drop).with_columns(fixes) if fixes or drop else frame
+    """Columns DuckDB can type from Arrow: all-null (untyped) columns become VARCHAR."""
+    return frame.with_columns(pl.col(pl.Null).cast(pl.String))
 
 
 class _Stager:
@@ -187,7 +174,7 @@ class _Stager:
         accepted = outcome.accepted
         derived: Derived = derive_all(accepted, self.tz, self.rules, self.steroids, self.label)
         ids = accepted["demographics"].select("patient_key", "study_id").unique("patient_key")
-        for entity in STAGED_ENTITIES:
+        for entity in ENTITIES:  # every canonical entity is staged
             frame = accepted[entity]
             keep = [
                 c
@@ -201,9 +188,9 @@ class _Stager:
                 .with_columns(_bucket=pl.lit(self.bucket, pl.Int32))
             )
             self._append(entity, frame)
-        for name in DERIVED_TABLES:
-            frame = getattr(derived, name).drop("patient_key")
-            self._append(f"d_{name}", frame.with_columns(_bucket=pl.lit(self.bucket, pl.Int32)))
+        for mart in marts_mod.DERIVED_MARTS:
+            frame = getattr(derived, mart).drop("patient_key")
+            self._append(f"d_{mart}", frame.with_columns(_bucket=pl.lit(self.bucket, pl.Int32)))
         self.quarantined += [_redact(c) for c in outcome.quarantined]
         self.warnings += [_redact(c) for c in outcome.warnings]
         self.bucket += 1

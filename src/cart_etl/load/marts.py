@@ -8,14 +8,16 @@ import duckdb
 
 from cart_etl.config import Settings
 
-MART_TABLES: tuple[str, ...] = (
-    "patient",
-    "patient_detail",
-    "crs_episode",
-    "treatment",
-    "lab_timeseries",
-    "consort",
-)
+# Marts derived per patient bucket (staged as ``staging.d_<mart>``), in the order they are
+# built, each with the ORDER BY that makes its storage order deterministic.
+DERIVED_MARTS: dict[str, str] = {
+    "patient": "m.person_id",
+    "patient_detail": "m.person_id",
+    "crs_episode": "m.person_id, d.episode_number",
+    "treatment": "m.person_id, d.drug, d.start_at, d.source_file, d.source_row",
+    "lab_timeseries": "m.person_id, d.category, d.item, d.measured_at",
+}
+MART_TABLES: tuple[str, ...] = (*DERIVED_MARTS, "consort")
 
 
 def marts_ddl(schemas_dir: Path | None = None) -> str:
@@ -30,36 +32,21 @@ def create_marts(con: duckdb.DuckDBPyConnection, schemas_dir: Path | None = None
     con.execute(marts_ddl(schemas_dir))
 
 
-def _insert_with_person(con: duckdb.DuckDBPyConnection, mart: str, staged: str) -> None:
-    """INSERT the staged derivation into a mart, adding person_id, in the mart's column order."""
+def _insert_with_person(con: duckdb.DuckDBPyConnection, mart: str) -> None:
+    """INSERT ``staging.d_<mart>`` into the mart, adding person_id, in the mart's column order."""
     cols = [r[0] for r in con.execute(f"DESCRIBE marts.{mart}").fetchall()]
     select = ", ".join("m.person_id" if c == "person_id" else f"d.{c}" for c in cols)
-    order = "m.person_id" + (
-        ", d.episode_number"
-        if mart == "crs_episode"
-        else ", d.drug, d.start_at, d.source_file, d.source_row"
-        if mart == "treatment"
-        else ", d.category, d.item, d.measured_at"
-        if mart == "lab_timeseries"
-        else ""
-    )
     con.execute(
-        f"INSERT INTO marts.{mart} SELECT {select} FROM staging.{staged} d "
-        f"JOIN staging.person_map m USING (study_id) ORDER BY {order}"
+        f"INSERT INTO marts.{mart} SELECT {select} FROM staging.d_{mart} d "
+        f"JOIN staging.person_map m USING (study_id) ORDER BY {DERIVED_MARTS[mart]}"
     )
 
 
 def build_marts(con: duckdb.DuckDBPyConnection, schemas_dir: Path | None = None) -> None:
-    """Fill the marts from ``staging.d_*`` (derived per bucket) and ``staging.person_map``."""
+    """Fill the marts from ``staging.d_<mart>`` (derived per bucket) and ``staging.person_map``."""
     create_marts(con, schemas_dir)
-    for mart, staged in (
-        ("patient", "d_patient"),
-        ("patient_detail", "d_detail"),
-        ("crs_episode", "d_crs_episode"),
-        ("treatment", "d_treatment"),
-        ("lab_timeseries", "d_lab_timeseries"),
-    ):
-        _insert_with_person(con, mart, staged)
+    for mart in DERIVED_MARTS:
+        _insert_with_person(con, mart)
     # CONSORT boxes (paper Figure 1), in flow order, from the patient mart itself.
     con.execute(
         """

@@ -98,10 +98,11 @@ LAB_COLUMNS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Derived:
-    """Mart frames of one batch, keyed by ``patient_key`` (and ``study_id``)."""
+    """Mart frames of one batch, keyed by ``patient_key`` (and ``study_id``); one attribute
+    per mart of ``cart_etl.load.marts.DERIVED_MARTS``, same name."""
 
     patient: pl.DataFrame
-    detail: pl.DataFrame
+    patient_detail: pl.DataFrame
     crs_episode: pl.DataFrame
     treatment: pl.DataFrame
     lab_timeseries: pl.DataFrame
@@ -221,7 +222,7 @@ def derive_all(
     ]
     return Derived(
         patient=wide.select("patient_key", *PATIENT_COLUMNS),
-        detail=wide.select("patient_key", *DETAIL_COLUMNS),
+        patient_detail=wide.select("patient_key", *DETAIL_COLUMNS),
         crs_episode=episodes.join(ids, on="patient_key").select("patient_key", *EPISODE_COLUMNS),
         treatment=treat.join(ids, on="patient_key").select(
             "patient_key", "study_id", *[c for c in treat.columns if c != "patient_key"]
