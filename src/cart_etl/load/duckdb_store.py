@@ -18,6 +18,20 @@ from cart_etl.errors import FailureCase, StoreError, StoreLockedError
 # marts: analyst tables; etl: run log and quarantine.
 SCHEMAS: tuple[str, ...] = ("raw", "staging", "omop", "marts", "etl")
 
+# Case tables share one shape: etl.quarantine (rows refused) and etl.warnings (data-quality
+# warnings on accepted rows, e.g. a recovered defect).
+CASE_TABLES: tuple[str, ...] = ("quarantine", "warnings")
+_CASE_COLUMNS = """
+        run_id    VARCHAR NOT NULL,
+        source    VARCHAR NOT NULL,
+        file      VARCHAR NOT NULL,
+        row_ref   VARCHAR NOT NULL,
+        field     VARCHAR,
+        value     VARCHAR,
+        rule_id   VARCHAR NOT NULL,
+        message   VARCHAR NOT NULL
+"""
+
 ETL_DDL: tuple[str, ...] = (
     """
     CREATE TABLE IF NOT EXISTS etl.runs (
@@ -32,30 +46,7 @@ ETL_DDL: tuple[str, ...] = (
         message         VARCHAR
     )
     """,
-    """
-    CREATE TABLE IF NOT EXISTS etl.quarantine (
-        run_id    VARCHAR NOT NULL,
-        source    VARCHAR NOT NULL,
-        file      VARCHAR NOT NULL,
-        row_ref   VARCHAR NOT NULL,
-        field     VARCHAR,
-        value     VARCHAR,
-        rule_id   VARCHAR NOT NULL,
-        message   VARCHAR NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS etl.warnings (
-        run_id    VARCHAR NOT NULL,
-        source    VARCHAR NOT NULL,
-        file      VARCHAR NOT NULL,
-        row_ref   VARCHAR NOT NULL,
-        field     VARCHAR,
-        value     VARCHAR,
-        rule_id   VARCHAR NOT NULL,
-        message   VARCHAR NOT NULL
-    )
-    """,
+    *(f"CREATE TABLE IF NOT EXISTS etl.{t} ({_CASE_COLUMNS})" for t in CASE_TABLES),
 )
 
 
