@@ -14,26 +14,13 @@ from cart_etl.load.omop_ddl import DDL_SQL
 def create_omop(con: duckdb.DuckDBPyConnection, ddl_path: Path = DDL_SQL) -> None:
     """Drop and recreate the CDM tables (a run rebuilds them inside its transaction)."""
     from cart_etl.load.omop import TABLES
-    from cart_etl.load.omop._common import table_columns
+    from cart_etl.load.omop._common import device_exposure_ddl
 
     for table in TABLES:
         con.execute(f"DROP TABLE IF EXISTS omop.{table}")
     con.execute(ddl_path.read_text(encoding="utf-8"))
-    existing = {
-        r[0]
-        for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'omop'"
-        ).fetchall()
-    }
-    for table in TABLES:  # tables the field-level CSV lacks (device_exposure): from the mapper spec
-        if table not in existing:
-            cols = table_columns(table)
-            body = ",\n    ".join(
-                f"{c.name} {c.sql_type}{' NOT NULL' if c.required else ''}" for c in cols
-            )
-            con.execute(
-                f"CREATE TABLE omop.{table} (\n    {body},\n    PRIMARY KEY ({cols[0].name})\n)"
-            )
+    # The field-level CSV lacks DEVICE_EXPOSURE: its DDL comes with the mapper (OHDSI v5.4).
+    con.execute(device_exposure_ddl())
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str, params: list[object]) -> pl.DataFrame:

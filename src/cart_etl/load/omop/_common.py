@@ -12,6 +12,7 @@ import polars as pl
 
 from cart_etl.errors import MappingError
 from cart_etl.load.omop_ddl import FIELDS_CSV, duckdb_type
+from cart_etl.transform.derive.timeline import local_date  # shared by the mappers
 
 if TYPE_CHECKING:
     from cart_etl.load.omop import OmopInput
@@ -146,11 +147,6 @@ def col_or(frame: pl.DataFrame, name: str, fallback: str | pl.Expr) -> pl.Expr:
 def source_text(expr: pl.Expr, width: int = 50) -> pl.Expr:
     """A source value as written, outer whitespace removed, cut to the CDM varchar width."""
     return expr.cast(pl.String).str.strip_chars().str.slice(0, width)
-
-
-def local_date(expr: pl.Expr, tz: str) -> pl.Expr:
-    """Calendar date in the site timezone of a UTC instant (day boundaries are local)."""
-    return expr.dt.convert_time_zone(tz).dt.date()
 
 
 def local_datetime(expr: pl.Expr, tz: str) -> pl.Expr:
