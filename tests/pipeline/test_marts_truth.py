@@ -24,6 +24,16 @@ def _norm(value):
         return str(value).lower()
 
 
+def _differences(truth: pl.DataFrame, got: pl.DataFrame, cols) -> list[tuple]:
+    """(study_id, column, truth, derived) wherever the two disagree (numbers to 0.01)."""
+    return [
+        (sid, col, t, g)
+        for col in cols
+        for sid, t, g in zip(truth["study_id"], truth[col], got[col], strict=True)
+        if _norm(t) != _norm(g)
+    ]
+
+
 @pytest.mark.parametrize("which", ["site_run", "fhir_run"])
 def test_patient_mart_equals_truth(which, request, cohort):
     result = request.getfixturevalue(which)
@@ -32,12 +42,7 @@ def test_patient_mart_equals_truth(which, request, cohort):
     truth = pl.read_csv(cohort / "truth" / "patients.csv", infer_schema_length=0)
     assert got.columns == ["person_id", *truth.columns]
     assert got.get_column("study_id").to_list() == truth.get_column("study_id").to_list()
-    diffs = []
-    for col in truth.columns[1:]:
-        for sid, t, g in zip(truth["study_id"], truth[col], got[col], strict=True):
-            if _norm(t) != _norm(g):
-                diffs.append((sid, col, t, g))
-    assert diffs == []
+    assert _differences(truth, got, truth.columns[1:]) == []
 
 
 def test_supplement_facts_equal_truth(site_run, cohort):
@@ -54,13 +59,7 @@ def test_supplement_facts_equal_truth(site_run, cohort):
         "gcsf_total_ug",
         "lost_data_kind",
     ]
-    diffs = [
-        (sid, col, t, g)
-        for col in cols
-        for sid, t, g in zip(truth["study_id"], truth[col], got[col], strict=True)
-        if _norm(t) != _norm(g)
-    ]
-    assert diffs == []
+    assert _differences(truth, got, cols) == []
 
 
 @pytest.mark.parametrize(
