@@ -34,7 +34,7 @@ def site(export_dir: Path, *, validate: bool) -> dict[str, Any]:
     from cart_etl.extract.contract import RawBatch
     from cart_etl.extract.site_mapping import load_site_mapping
     from cart_etl.extract.tabular import extract_site_export
-    from cart_etl.validate.validate import validate_site
+    from cart_etl.pipeline import validate_site
 
     start = time.perf_counter()
     result: dict[str, Any] = {"unit": "rows", "phases": {}, "details": {}}

@@ -190,8 +190,8 @@ def validate_cmd(
 ) -> None:
     """Check an export before it is accepted (exit 0 clean, 1 quarantined/warnings, 2 fatal)."""
     from cart_etl.errors import ConfigurationError, SourceError
+    from cart_etl.pipeline import validate_fhir, validate_site
     from cart_etl.validate.report import write_report
-    from cart_etl.validate.validate import validate_fhir, validate_site
 
     window = _study_window(study_window)
     if fhir is not None:
@@ -317,10 +317,9 @@ def demo(
     into WORKDIR/cart_etl.duckdb -> CONSORT flow, per-group summary -> `cart-etl report`
     into WORKDIR/report (published vs reproduced).
     """
-    from cart_etl.pipeline import Source, run
+    from cart_etl.pipeline import Source, run, validate_site
     from cart_etl.synth.generate import generate
     from cart_etl.validate.report import write_report
-    from cart_etl.validate.validate import validate_site
 
     cohort = workdir / "cohort"
     with _progress(quiet, 61, "synth") as progress:

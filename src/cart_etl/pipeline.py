@@ -1,12 +1,15 @@
-"""`cart-etl run`: extract -> validate -> derive -> stage -> marts -> OMOP, one transaction.
+"""The data path: extract -> partition -> per bucket: stage -> validate -> derive -> write;
+then marts -> OMOP -> checks, in one DuckDB transaction.
 
-Order per run:
-1. fingerprint the inputs (file checksums + rule/mapping files + package version); an
-   unchanged fingerprint after a succeeded run is skipped (recorded as ``skipped``);
-2. in ONE DuckDB transaction: validate the source bucket by bucket (patients hashed into
-   buckets, see ``validate.run.validate_partitioned``), derive each bucket
-   (``transform.derive``) and append the staged and derived frames to ``staging.*`` with the
-   study id as the only patient key (MRNs never reach the store);
+``run()`` loads one delivery into the store; ``validate_only()`` (``cart-etl validate``)
+stops after validation and writes nothing. Order per run:
+
+1. resolve the mappings (defaults + the site or FHIR-profile folder, ``cart_etl.mappings``)
+   and fingerprint the inputs and exactly the rule files applied; an unchanged fingerprint
+   after a succeeded run is skipped (recorded as ``skipped``);
+2. in ONE transaction, bucket by bucket (patients hashed into buckets so memory stays
+   flat): raw-layer checks, staging, validation, derivation, and an append to
+   ``staging.*`` with the study id as the only patient key (MRNs never reach the store);
 3. assign ``person_id`` (1.. in study-id order), build the marts, map OMOP CDM v5.4;
 4. run the mart invariants and the post-load great-expectations suite; any failure rolls the
    transaction back (the previous store stays as it was) and is recorded in ``etl.runs``.
@@ -17,29 +20,34 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
-import polars as pl
 
 from cart_etl.config import Settings
+from cart_etl.derive.assemble import derive_all
+from cart_etl.derive.rules import clinical_rules
 from cart_etl.errors import FailureCase, SourceError
-from cart_etl.extract.contract import ENTITIES
+from cart_etl.extract.contract import RawBatch, Rejected
 from cart_etl.load import duckdb_store as store
 from cart_etl.load import marts as marts_mod
-from cart_etl.transform.derive.assemble import Derived, derive_all
-from cart_etl.transform.derive.rules import crs_rules, steroid_rules
-from cart_etl.transform.derive.treatment import toci_label
-from cart_etl.validate.run import ValidationOutcome
-
-# Register identifiers that must never reach the store or the logs (redacted in cases).
-IDENTIFYING_FIELDS = frozenset({"patient_key", "mrn", "name"})
+from cart_etl.load.staging_writer import StagingWriter, redact
+from cart_etl.mappings import Mappings, activate
+from cart_etl.stage.bucket import stage_bucket
+from cart_etl.stage.context import context_from_fhir, context_from_site
+from cart_etl.stage.staging import StagingContext, ValueMaps
+from cart_etl.validate.partition import BUCKET_ROWS, Partition, RawBucket, merge_file_summaries
+from cart_etl.validate.raw import check_raw_bucket
+from cart_etl.validate.report import ValidationReport
+from cart_etl.validate.run import ValidationOutcome, validate_bucket
 
 
 @dataclass
@@ -65,12 +73,17 @@ class RunResult:
 
 @dataclass(frozen=True)
 class Source:
-    """One delivery: a site export folder / SQL URL with its site, or a FHIR folder."""
+    """One delivery: a site export folder / SQL URL with its site, or a FHIR folder.
+
+    ``site`` is a site name (``mappings/sites/``) or a site folder/file anywhere;
+    ``fhir_profile`` a folder of FHIR overrides layered over ``mappings/``.
+    """
 
     location: str
     site: str | None = None
     fhir: bool = False
     fhir_mode: str = "fast"
+    fhir_profile: str | None = None
 
     @property
     def kind(self) -> str:
@@ -80,39 +93,111 @@ class Source:
         return f"fhir:{self.location}" if self.fhir else f"site:{self.site}:{self.location}"
 
 
-def _files(location: str) -> list[Path]:
-    path = Path(location)
-    if "://" in location:
-        return []
-    if not path.exists():
-        raise SourceError(
-            f"Input {location} does not exist.", fix="pass the export folder written by the site."
-        )
-    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+@dataclass
+class Plan:
+    """What the extract stage hands on: the raw stream and how to stage it.
+
+    ``timezone`` is the source's zone (the site mapping's ``timezone:``, or the settings'
+    site timezone for FHIR): staging parses naive timestamps in it and every study day and
+    OMOP local date is computed in it.
+    """
+
+    source: Source
+    mappings: Mappings
+    stream: Iterable[RawBatch | Rejected]
+    ctx: StagingContext
+    values: ValueMaps
+    expected_rows: int
+    merge_partials: bool
+    notes: Callable[[], list[str]] = field(default=lambda: [])
+
+    @property
+    def timezone(self) -> str:
+        return self.ctx.timezone
 
 
-def fingerprint(source: Source, settings: Settings) -> dict[str, str]:
-    """Checksums of every input file and every rule file the run depends on."""
+def open_mappings(source: Source, settings: Settings) -> Mappings:
+    """The defaults of ``settings.mappings_dir`` with the source's site/profile folder over them."""
+    if source.fhir:
+        profile = Path(source.fhir_profile) if source.fhir_profile else None
+        return Mappings.open(settings.mappings_dir, profile=profile)
+    return Mappings.open(settings.mappings_dir, site=source.site)
+
+
+def _input_rows(path: Path, bytes_per_row: int = 60) -> int:
+    """Rough row count from the input size (CSV rows ~60 bytes, FHIR resources ~600)."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) // bytes_per_row
+
+
+def extract(source: Source, mappings: Mappings, settings: Settings) -> Plan:
+    """Open the source's reader (site export, SQL database or FHIR) and its staging context.
+
+    Raises:
+        ConfigurationError: unknown site.
+        MappingError: the site mapping is inconsistent.
+        SourceError: the export (or database) cannot be read.
+    """
+    if source.fhir:
+        from cart_etl.extract.fhir import extract_fhir, load_fhir_mapping
+
+        ctx, values = context_from_fhir(settings.site_timezone, mappings)
+        fhir_mapping = load_fhir_mapping(mappings.path("fhir/default.yaml"))
+        stream = extract_fhir(Path(source.location), mode=source.fhir_mode, mapping=fhir_mapping)  # type: ignore[arg-type]
+
+        def notes() -> list[str]:
+            resources = stream.report.to_dict().get("resources", "")
+            return [f"FHIR extraction mode: {source.fhir_mode}; {resources}"]
+
+        rows = _input_rows(Path(source.location), bytes_per_row=600)
+        return Plan(source, mappings, stream, ctx, values, rows, True, notes)
+    from cart_etl.extract.site_mapping import load_site_mapping
+    from cart_etl.extract.sql import extract_sql
+    from cart_etl.extract.tabular import extract_site_export
+
+    assert mappings.site_file is not None  # Mappings.open resolved the site
+    site_mapping = load_site_mapping(mappings.site_file, mappings.root)
+    ctx, values = context_from_site(site_mapping)
+    if "://" in source.location:
+        site_stream = extract_sql(source.location, site_mapping)
+        return Plan(source, mappings, site_stream, ctx, values, BUCKET_ROWS, False)
+    export = Path(source.location)
+    site_stream = extract_site_export(export, site_mapping)
+    return Plan(source, mappings, site_stream, ctx, values, _input_rows(export), False)
+
+
+def stage_and_validate(
+    bucket: RawBucket, plan: Plan, study_window: tuple[date, date] | None = None
+) -> ValidationOutcome:
+    """One bucket through the raw checks, staging and the staged/cross-file checks."""
+    raw = check_raw_bucket(
+        bucket.frames,
+        extractor_rejects=bucket.extractor_rejects,
+        merge_partials=plan.merge_partials,
+    )
+    staged = stage_bucket(raw.deduped, plan.ctx, plan.values)
+    window = clinical_rules(plan.mappings).derivation.response_window_days
+    return validate_bucket(raw, staged, plan.ctx, response_window=window, study_window=study_window)
+
+
+def fingerprint(source: Source, mappings: Mappings, settings: Settings) -> dict[str, str]:
+    """Checksums of every input file and of exactly the rule files the run applies.
+
+    ``_fingerprint`` digests them with the package version and the source; the other keys
+    (recorded in ``etl.runs.input_checksums``) are the input files by relative path and the
+    rule files as ``rules:mappings/<rel>`` / ``rules:site/<rel>``.
+    """
     sums = {
         str(
             p.relative_to(source.location) if p != Path(source.location) else p.name
         ): store.file_checksum(p)
         for p in _files(source.location)
     }
-    rule_files = [
-        settings.mappings_dir / "grading" / "crs_astct2019.json",
-        settings.mappings_dir / "drugs" / "corticosteroid_equivalents.yaml",
-        settings.mappings_dir / "validation" / "plausibility.yaml",
-        settings.schemas_dir / "marts.sql",
-        settings.schemas_dir / "omop_cdm_v54.sql",
-    ]
-    rule_files += sorted((settings.mappings_dir / ("fhir" if source.fhir else "sites")).glob("*"))
-    rule_files += sorted((settings.mappings_dir / "omop").glob("*"))
-    rules = {
-        str(p.relative_to(settings.mappings_dir.parent)): store.file_checksum(p)
-        for p in rule_files
-        if p.is_file()
-    }
+    rules = {f"rules:{k}": v for k, v in mappings.applied(fhir=source.fhir).items()}
+    for name in ("marts.sql", "omop_cdm_v54.sql"):
+        path = settings.schemas_dir / name
+        if path.is_file():
+            rules[f"rules:schemas/{name}"] = store.file_checksum(path)
     digest = hashlib.sha256(
         orjson.dumps(
             {
@@ -124,110 +209,18 @@ def fingerprint(source: Source, settings: Settings) -> dict[str, str]:
             option=orjson.OPT_SORT_KEYS,
         )
     ).hexdigest()
-    return {"_fingerprint": digest, **sums}
+    return {"_fingerprint": digest, **mappings.describe(), **sums, **rules}
 
 
-def _redact(case: FailureCase) -> FailureCase:
-    """Drop MRNs/names from a case before it is stored (the row reference stays)."""
-    if case.field not in IDENTIFYING_FIELDS or not case.value:
-        return case
-    return FailureCase(
-        case.source,
-        case.file,
-        case.row,
-        case.field,
-        "<redacted>",
-        case.rule_id,
-        case.message.replace(case.value, "<redacted>"),
-    )
-
-
-def _printable(frame: pl.DataFrame) -> pl.DataFrame:
-    """Columns DuckDB can type from Arrow: all-null (untyped) columns become VARCHAR."""
-    return frame.with_columns(pl.col(pl.Null).cast(pl.String))
-
-
-class _Stager:
-    """Append each validated bucket (staged + derived frames) to ``staging.*`` tables."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, tz: str, settings: Settings) -> None:
-        self.con = con
-        self.tz = tz
-        self.bucket = 0
-        self.created: set[str] = set()
-        self.rules = crs_rules(settings.mappings_dir)
-        self.steroids = steroid_rules(settings.mappings_dir)
-        self.label = toci_label(settings.mappings_dir)
-        self.quarantined: list[FailureCase] = []
-        self.warnings: list[FailureCase] = []
-
-    def _append(self, table: str, frame: pl.DataFrame) -> None:
-        arrow = _printable(frame).to_arrow()  # noqa: F841 - read by DuckDB's replacement scan
-        if table not in self.created:
-            self.con.execute(f"DROP TABLE IF EXISTS staging.{table}")
-            self.con.execute(f"CREATE TABLE staging.{table} AS SELECT * FROM arrow")
-            self.created.add(table)
-        else:
-            self.con.execute(f"INSERT INTO staging.{table} BY NAME SELECT * FROM arrow")
-
-    def __call__(self, outcome: ValidationOutcome) -> None:
-        accepted = outcome.accepted
-        derived: Derived = derive_all(accepted, self.tz, self.rules, self.steroids, self.label)
-        ids = accepted["demographics"].select("patient_key", "study_id").unique("patient_key")
-        for entity in ENTITIES:  # every canonical entity is staged
-            frame = accepted[entity]
-            keep = [
-                c
-                for c in frame.columns
-                if not c.endswith("_raw") and c not in ("source_right", "_members", "study_id")
-            ]
-            frame = (
-                frame.select(keep)
-                .join(ids, on="patient_key", how="inner")  # orphans were quarantined upstream
-                .drop("patient_key")
-                .with_columns(_bucket=pl.lit(self.bucket, pl.Int32))
-            )
-            self._append(entity, frame)
-        for mart in marts_mod.DERIVED_MARTS:
-            frame = getattr(derived, mart).drop("patient_key")
-            self._append(f"d_{mart}", frame.with_columns(_bucket=pl.lit(self.bucket, pl.Int32)))
-        self.quarantined += [_redact(c) for c in outcome.quarantined]
-        self.warnings += [_redact(c) for c in outcome.warnings]
-        self.bucket += 1
-
-
-def _validate(source: Source, settings: Settings, stager: _Stager) -> None:
-    from cart_etl.validate.validate import validate_fhir, validate_site
-
-    if source.fhir:
-        validate_fhir(
-            Path(source.location),
-            mode=source.fhir_mode,
-            settings=settings,
-            expectations=False,
-            on_bucket=stager,
+def _files(location: str) -> list[Path]:
+    path = Path(location)
+    if "://" in location:
+        return []
+    if not path.exists():
+        raise SourceError(
+            f"Input {location} does not exist.", fix="pass the export folder written by the site."
         )
-    else:
-        assert source.site is not None
-        validate_site(
-            source.location, source.site, settings=settings, expectations=False, on_bucket=stager
-        )
-
-
-def _last_success(con: duckdb.DuckDBPyConnection, digest: str) -> str | None:
-    rows = con.execute(
-        "SELECT run_id, input_checksums->>'_fingerprint' FROM etl.runs "
-        "WHERE status = 'succeeded' ORDER BY started_at DESC LIMIT 1"
-    ).fetchall()
-    return rows[0][0] if rows and rows[0][1] == digest else None
-
-
-def _row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    tables = con.execute(
-        "SELECT schema_name || '.' || table_name FROM duckdb_tables() "
-        "WHERE schema_name IN ('omop', 'marts') ORDER BY 1"
-    ).fetchall()
-    return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for (t,) in tables}
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
 
 
 def run(
@@ -246,9 +239,23 @@ def run(
         SourceError / MappingError / ConfigurationError: the input or its mapping is unusable.
     """
     settings = settings or Settings()
+    mappings = open_mappings(source, settings)
+    with activate(mappings):
+        return _run(source, mappings, store_path, settings, force, expectations, on_stage)
+
+
+def _run(
+    source: Source,
+    mappings: Mappings,
+    store_path: Path,
+    settings: Settings,
+    force: bool,
+    expectations: bool,
+    on_stage: Callable[[str], None] | None,
+) -> RunResult:
     say = on_stage or (lambda _msg: None)
     started = time.perf_counter()
-    sums = fingerprint(source, settings)
+    sums = fingerprint(source, mappings, settings)
     con = store.connect(store_path)
     con.execute(f"SET memory_limit = '{settings.duckdb_memory_limit}'")
     con.execute("SET preserve_insertion_order = false")  # marts are inserted with ORDER BY
@@ -270,16 +277,30 @@ def run(
             )
         con.begin()
         run_ = store.start_run(con, command, sums)
-        stager = _Stager(con, settings.site_timezone, settings)
+        clinical = clinical_rules(mappings)
+        writer = StagingWriter(con)
+        quarantined: list[FailureCase] = []
+        warnings: list[FailureCase] = []
         say("extract + validate + derive")
-        _validate(source, settings, stager)
-        if "demographics" not in stager.created:
+        plan = extract(source, mappings, settings)
+        with tempfile.TemporaryDirectory(prefix="cart_etl_run_") as spill:
+            partition = Partition(
+                plan.stream, expected_rows=plan.expected_rows, spill_dir=Path(spill)
+            )
+            for bucket in partition:
+                outcome = stage_and_validate(bucket, plan)
+                derived = derive_all(outcome.accepted, plan.timezone, clinical)
+                writer.write(outcome.accepted, derived)
+                quarantined += [redact(c) for c in outcome.quarantined]
+                warnings += [redact(c) for c in outcome.warnings]
+            quarantined += [redact(c) for c in partition.unplaced]
+        if not writer.has_register:
             raise SourceError(  # noqa: TRY301 - rolled back by the handler below
                 f"No register rows could be read from {source.location}.",
                 fix="check the export folder and the site mapping.",
             )
-        store.quarantine(con, run_, stager.quarantined)
-        store.record_warnings(con, run_, stager.warnings)
+        store.quarantine(con, run_, quarantined)
+        store.record_warnings(con, run_, warnings)
         say("marts")
         con.execute(
             "CREATE OR REPLACE TABLE staging.person_map AS SELECT study_id, "
@@ -288,7 +309,15 @@ def run(
         )
         marts_mod.build_marts(con, settings.schemas_dir)
         say("omop")
-        _load_omop(con, source, settings, stager.bucket)
+        from cart_etl.load.omop_loader import load_omop
+
+        load_omop(
+            con,
+            source_name=source.site or "fhir",
+            timezone=plan.timezone,
+            buckets=writer.buckets,
+            schemas_dir=settings.schemas_dir,
+        )
         say("checks")
         failures = [f"{n}: {rule} ({c} rows)" for n, rule, c in marts_mod.check_invariants(con)]
         if expectations:
@@ -305,8 +334,8 @@ def run(
             "failed" if failures else "succeeded",
             store_path,
             row_counts=counts,
-            quarantined=len(stager.quarantined),
-            warnings=len(stager.warnings),
+            quarantined=len(quarantined),
+            warnings=len(warnings),
             failures=failures,
             consort=_consort(con),
         )
@@ -332,6 +361,106 @@ def run(
         con.close()
 
 
+def validate_only(
+    source: Source,
+    *,
+    settings: Settings | None = None,
+    expectations: bool = True,
+    study_window: tuple[date, date] | None = None,
+) -> tuple[ValidationOutcome, ValidationReport]:
+    """``cart-etl validate``: extract -> partition -> stage -> validate (+ GX suites); no store.
+
+    The outcome keeps the accepted frames when the extract is one bucket (small exports);
+    a spilled extract keeps only the cases and the per-file accounting.
+
+    Raises:
+        ConfigurationError: unknown site.
+        MappingError: the site mapping is inconsistent.
+        SourceError: the export (or database) cannot be read.
+    """
+    settings = settings or Settings()
+    mappings = open_mappings(source, settings)
+    with activate(mappings):
+        plan = extract(source, mappings, settings)
+        results: list[dict[str, Any]] = []
+        outcomes: list[ValidationOutcome] = []
+        with tempfile.TemporaryDirectory(prefix="cart_etl_validate_") as spill:
+            partition = Partition(
+                plan.stream, expected_rows=plan.expected_rows, spill_dir=Path(spill)
+            )
+            for bucket in partition:
+                outcome = stage_and_validate(bucket, plan, study_window)
+                if expectations:
+                    from cart_etl.validate.expectations import run_suites
+
+                    results.extend(run_suites(outcome.accepted))
+                if partition.buckets > 1:
+                    outcome.accepted = {}  # keep memory flat: only the cases are kept
+                outcomes.append(outcome)
+        if partition.buckets == 1:
+            total = outcomes[0]
+        else:
+            total = ValidationOutcome(
+                {},
+                list(partition.unplaced) + [c for o in outcomes for c in o.quarantined],
+                [w for o in outcomes for w in o.warnings],
+                merge_file_summaries([o.files for o in outcomes], partition.unplaced),
+            )
+        report = ValidationReport(
+            source=source.location,
+            site=None if source.fhir else source.site,
+            files=total.files,
+            quarantined=total.quarantined,
+            warnings=total.warnings,
+            expectations=_merge_expectations(results),
+        )
+        report.notes.extend(plan.notes())
+        return total, report
+
+
+def validate_site(
+    location: Path | str, site: str, **options: Any
+) -> tuple[ValidationOutcome, ValidationReport]:
+    """``validate_only`` of a site export folder or SQLAlchemy URL."""
+    return validate_only(Source(str(location), site), **options)
+
+
+def validate_fhir(
+    path: Path | str, *, mode: str = "fast", **options: Any
+) -> tuple[ValidationOutcome, ValidationReport]:
+    """``validate_only`` of FHIR R4 bundles or Bulk NDJSON (``mode`` fast or strict)."""
+    return validate_only(Source(str(path), fhir=True, fhir_mode=mode), **options)
+
+
+def _merge_expectations(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per (table, expectation) across buckets: failed if any bucket failed."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in results:
+        key = (r["table"], r["expectation"])
+        if key not in merged:
+            merged[key] = dict(r)
+        else:
+            merged[key]["success"] = merged[key]["success"] and r["success"]
+            merged[key]["unexpected_count"] += r["unexpected_count"]
+    return list(merged.values())
+
+
+def _last_success(con: duckdb.DuckDBPyConnection, digest: str) -> str | None:
+    rows = con.execute(
+        "SELECT run_id, input_checksums->>'_fingerprint' FROM etl.runs "
+        "WHERE status = 'succeeded' ORDER BY started_at DESC LIMIT 1"
+    ).fetchall()
+    return rows[0][0] if rows and rows[0][1] == digest else None
+
+
+def _row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    tables = con.execute(
+        "SELECT schema_name || '.' || table_name FROM duckdb_tables() "
+        "WHERE schema_name IN ('omop', 'marts') ORDER BY 1"
+    ).fetchall()
+    return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for (t,) in tables}
+
+
 def _consort(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
     try:
         return [
@@ -342,21 +471,6 @@ def _consort(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
         ]
     except duckdb.CatalogException:
         return []
-
-
-def _load_omop(
-    con: duckdb.DuckDBPyConnection, source: Source, settings: Settings, buckets: int
-) -> None:
-    """Map every bucket to OMOP CDM v5.4 (``cart_etl.load.omop``) and insert it."""
-    from cart_etl.load.omop_loader import load_omop
-
-    load_omop(
-        con,
-        source_name=source.site or "fhir",
-        timezone=settings.site_timezone,
-        buckets=buckets,
-        schemas_dir=settings.schemas_dir,
-    )
 
 
 def summary_json(result: RunResult) -> dict[str, Any]:

@@ -40,10 +40,10 @@ from cart_etl.extract import fhir, tabular
 from cart_etl.extract.contract import RawBatch, Rejected
 from cart_etl.extract.site_mapping import SiteMapping, load_site_mapping
 from cart_etl.extract.tabular import source_row
+from cart_etl.pipeline import validate_site
 from cart_etl.synth.generate import generate
 from cart_etl.validate.rules import RULES
 from cart_etl.validate.run import ValidationOutcome
-from cart_etl.validate.validate import validate_site
 from tests.extract.conftest import count_data_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -344,7 +344,7 @@ def test_03_bad_input_gives_its_rule_or_exit_code_and_loses_nothing(
         return
     if how == "fhir-validate":
         assert isinstance(expected, set)
-        from cart_etl.validate.validate import validate_fhir
+        from cart_etl.pipeline import validate_fhir
 
         extracted = _run_fhir(path, "fast", set())  # the extractor passes the text on
         outcome, _ = validate_fhir(path, mode="fast", expectations=False)

@@ -111,7 +111,9 @@ def test_04_day28_window_and_death_order():
             "at_raw": ["2021/04/01", "2021/04/20"],
         }
     )
-    ok, cases = crossfile.filter_response_window(resp, inf, timezone="Asia/Shanghai")
+    ok, cases = crossfile.filter_response_window(
+        resp, inf, window=(21, 35), timezone="Asia/Shanghai"
+    )
     assert ok["row"].to_list() == ["1"]  # day 27
     assert cases[0].value == "2021/04/20"  # day 46
     fu = pl.DataFrame(

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cart_etl.cli import app
-from cart_etl.validate.validate import validate_fhir
+from cart_etl.pipeline import validate_fhir
 
 EXPECTED = {
     "fast": {

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from cart_etl.cli import app
 from cart_etl.extract.site_mapping import load_site_mapping
 from cart_etl.extract.sql import load_site_export_into_sqlite
+from cart_etl.pipeline import validate_site
 from cart_etl.validate.report import write_report
-from cart_etl.validate.validate import validate_site
 
 REPO = Path(__file__).resolve().parents[2]
 # The rule a correct validator must fire for each defect kind of cart_etl.synth.defects.
@@ -162,9 +162,9 @@ def test_07_cli_exit_codes(reference_cohort, clean_cohort, tmp_path):
 
 def test_08_partitioned_by_patient_gives_the_same_cases(reference_cohort, defective, monkeypatch):
     """Spilling to patient buckets (memory-flat path for registries) changes nothing."""
-    from cart_etl.validate import run
+    from cart_etl.validate import partition
 
-    monkeypatch.setattr(run, "BUCKET_ROWS", 15_000)  # ~6 buckets for the 61-patient export
+    monkeypatch.setattr(partition, "BUCKET_ROWS", 15_000)  # ~6 buckets for the 61-patient export
     outcome_parts, _ = validate_site(
         reference_cohort / "site_export", "tianjin_ref", expectations=False
     )

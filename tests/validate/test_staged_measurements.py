@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
+from cart_etl.derive.measurements import compute_clinical_flag
 from cart_etl.extract.contract import conform
-from cart_etl.transform.staging import DateFormats, StagingContext, stg_measurements, stg_oxygen
+from cart_etl.stage.staging import DateFormats, StagingContext, stg_measurements, stg_oxygen
 from cart_etl.validate.quarantine import validate_frame
-from cart_etl.validate.staged import StgMeasurement, StgOxygen, clinical_flag, implausible
+from cart_etl.validate.staged import StgMeasurement, StgOxygen, implausible
 
 LOCAL = "local:tianjin_ref:vitals_flowsheet.csv:项目"
 LOINC = "http://loinc.org"
@@ -142,7 +143,7 @@ def test_04_clinical_flags_are_kept_not_quarantined():
         ]
     )
     out = stg_measurements(raw, CTX, code="item").with_columns(
-        flag=clinical_flag(), odd=implausible()
+        flag=compute_clinical_flag(), odd=implausible()
     )
     assert out["flag"].to_list() == ["high", "low"]
     assert out["odd"].to_list() == [False, False]

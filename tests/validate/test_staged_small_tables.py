@@ -7,7 +7,7 @@ from datetime import date
 import polars as pl
 
 from cart_etl.extract.contract import conform
-from cart_etl.transform.staging import (
+from cart_etl.stage.staging import (
     DateFormats,
     StagingContext,
     ValueMaps,
@@ -185,7 +185,7 @@ def test_03_register_casts_codes_and_date_order():
 
 
 def test_04_vasopressor_rates_units_and_intervals():
-    from cart_etl.transform.staging import stg_vasopressors
+    from cart_etl.stage.staging import stg_vasopressors
     from cart_etl.validate.staged import StgVasopressor
 
     rx = "http://www.nlm.nih.gov/research/umls/rxnorm"

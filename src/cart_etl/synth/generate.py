@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from cart_etl.derive.assemble import PATIENT_COLUMNS
 from cart_etl.synth.calibrate import (
     DATA_CUT,
     ENROL_END,
@@ -27,7 +28,6 @@ from cart_etl.synth.defects import DefectRecord
 from cart_etl.synth.fhir_export import FhirWriter
 from cart_etl.synth.model import ClinicalRecord
 from cart_etl.synth.site_export import SITE_NAME, SiteExportWriter
-from cart_etl.transform.derive.assemble import PATIENT_COLUMNS
 
 REFERENCE_PATIENTS = 61
 # The truth has exactly the columns of marts.patient (minus person_id): one contract.

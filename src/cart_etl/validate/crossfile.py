@@ -13,7 +13,7 @@ import polars as pl
 
 from cart_etl.errors import FailureCase
 from cart_etl.extract.contract import ENTITY_COLUMNS
-from cart_etl.transform.casts import normalise_text
+from cart_etl.stage.casts import normalise_text
 from cart_etl.validate.quarantine import case_for
 
 
@@ -136,9 +136,9 @@ def filter_infusion_dates(
 
 
 def filter_response_window(
-    response: pl.DataFrame, infusion: pl.DataFrame, *, timezone: str
+    response: pl.DataFrame, infusion: pl.DataFrame, *, window: tuple[int, int], timezone: str
 ) -> tuple[pl.DataFrame, list[FailureCase]]:
-    """A 'day 28' assessment must fall on study day 21-35 after the infusion."""
+    """A 'day 28' assessment must fall on study day 21-35 (``window``) after the infusion."""
     day0 = infusion.select(
         "source",
         "patient_key",
@@ -148,8 +148,9 @@ def filter_response_window(
     study_day = (
         pl.col("at").dt.convert_time_zone(timezone).dt.date() - pl.col("_day0")
     ).dt.total_days()
-    ok, bad = _split(joined, pl.col("_day0").is_null() | ~study_day.is_between(21, 35))
-    detail = "day-28 assessment outside study days 21-35 (or no infusion)"
+    first, last = window
+    ok, bad = _split(joined, pl.col("_day0").is_null() | ~study_day.is_between(first, last))
+    detail = f"day-28 assessment outside study days {first}-{last} (or no infusion)"
     return ok.drop("_day0"), _cases_each(bad, "response.window", "at", "at_raw", detail)
 
 

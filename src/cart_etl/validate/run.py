@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
-from typing import Any
 
 import pandera.polars as pa
 import polars as pl
 
 from cart_etl.errors import FailureCase
-from cart_etl.extract.contract import ENTITIES, RawBatch, Rejected, empty_frame
-from cart_etl.transform.casts import has_decimal_comma, normalise_text
-from cart_etl.transform.staging import (
+from cart_etl.stage.bucket import BUCKET_ENTITIES
+from cart_etl.stage.casts import has_decimal_comma
+from cart_etl.stage.staging import (
     CAST_SPECS,
     StagingContext,
-    ValueMaps,
     date_recovery,
-    stg_drugs,
-    stg_measurements,
-    stg_oxygen,
-    stg_table,
-    stg_vasopressors,
+    stg_drug_doses,
     text_was_normalised,
 )
 from cart_etl.validate import crossfile
 from cart_etl.validate.quarantine import case_for, cast_failures, validate_frame
-from cart_etl.validate.raw import check_raw
+from cart_etl.validate.raw import PARTIAL_KEYS, CheckedRaw
 from cart_etl.validate.report import FileSummary
 from cart_etl.validate.rules import RULES
 from cart_etl.validate.staged import (
@@ -39,7 +31,6 @@ from cart_etl.validate.staged import (
     StgMeasurement,
     StgOxygen,
     StgVasopressor,
-    clinical_flag,
     implausible,
     infusion_dose_consistent,
 )
@@ -66,30 +57,6 @@ DATE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-# FHIR spreads one register row (Patient, Condition, baseline Observations), one infusion
-# (Procedure + dose Observations) and one oxygen charting (Procedure + flow Observation)
-# over several resources; each yields a partial row. Staging coalesces them on these keys.
-PARTIAL_KEYS: dict[str, tuple[str, ...]] = {
-    "demographics": ("source", "patient_key"),
-    "infusion": ("source", "patient_key"),
-    "follow_up": ("source", "patient_key"),
-    "oxygen": ("source", "patient_key", "at"),
-}
-
-
-def merge_partial_rows(entity: str, frame: pl.DataFrame) -> pl.DataFrame:
-    """One row per key: first non-null value of each column; ``_members`` lists the inputs."""
-    keys = list(PARTIAL_KEYS[entity])
-    values = [c for c in frame.columns if c not in (*keys, "file", "row")]
-    member = pl.concat_str([pl.col("file"), pl.lit("\x1f"), pl.col("row")])
-    return frame.group_by(keys, maintain_order=True).agg(
-        pl.col("file").first(),
-        pl.col("row").first(),
-        *[pl.col(c).drop_nulls().first() for c in values],
-        member.alias("_members"),
-    )
-
-
 @dataclass
 class ValidationOutcome:
     """Accepted staged frames, quarantined cases, warnings and per-file accounting."""
@@ -100,52 +67,29 @@ class ValidationOutcome:
     files: list[FileSummary] = field(default_factory=list)
 
 
-def collect(
-    stream: Iterable[RawBatch | Rejected],
-) -> tuple[dict[str, pl.DataFrame], list[FailureCase]]:
-    """Concatenate raw batches per entity and gather the extractor's rejections."""
-    parts: dict[str, list[pl.DataFrame]] = defaultdict(list)
-    rejected: list[FailureCase] = []
-    for item in stream:
-        if isinstance(item, RawBatch):
-            parts[item.entity].append(check_raw(item.entity, item.frame))
-        else:
-            rejected.append(item)  # extractor rejections are FailureCases already
-    frames = {e: pl.concat(parts[e]) if parts[e] else empty_frame(e) for e in ENTITIES}
-    return frames, rejected
-
-
-def validate_raw(
-    frames: dict[str, pl.DataFrame],
+def validate_bucket(
+    raw: CheckedRaw,
+    staged_in: dict[str, pl.DataFrame],
     ctx: StagingContext,
-    values: ValueMaps,
     *,
-    extractor_rejects: list[FailureCase] | None = None,
+    response_window: tuple[int, int],
     study_window: tuple[date, date] | None = None,
     allow_reinfusion: bool = False,
-    merge_partials: bool = False,
 ) -> ValidationOutcome:
-    """Run every rule over the canonical raw frames of one source.
+    """Run the staged-layer and cross-file rules over one bucket of staged frames.
 
-    Order: duplicates (raw) -> staging -> cast failures -> pandera models -> cross-file rules
-    (orphans, infusions, day-28 window, follow-up order) -> data-quality warnings on what
-    was accepted. Every raw record ends accepted or quarantined (tested per file).
+    ``raw``: the bucket after the raw-layer checks (``validate.raw.check_raw_bucket``);
+    ``staged_in``: ``stage.bucket.stage_bucket`` of it. Order: cast failures -> pandera
+    models -> cross-file rules (orphans, infusions, per-kg doses against the accepted
+    infusion weight, day-28 window, follow-up order) -> data-quality warnings on what was
+    accepted. ``response_window``: study days of a day-28 assessment
+    (``derive/derivation.yaml`` ``response.window_days``). Every raw record ends accepted
+    or quarantined (tested per file).
     """
-    cases: list[FailureCase] = list(extractor_rejects or [])
+    cases: list[FailureCase] = list(raw.extractor_rejects) + list(raw.duplicates)
     accepted: dict[str, pl.DataFrame] = {}
-    deduped: dict[str, pl.DataFrame] = {}
-    for entity in ENTITIES:
-        ok, dup = crossfile.filter_duplicates(entity, frames[entity])
-        # Patient keys link files: compare them normalised (a padded or full-width MRN is
-        # the same patient), keep the text as written for the report.
-        ok = ok.with_columns(
-            patient_key_raw=pl.col("patient_key"), patient_key=normalise_text(pl.col("patient_key"))
-        )
-        if merge_partials and entity in PARTIAL_KEYS:
-            ok = merge_partial_rows(entity, ok.drop("patient_key_raw")).with_columns(
-                patient_key_raw=pl.col("patient_key")
-            )
-        deduped[entity], cases = ok, cases + dup
+    deduped = raw.deduped
+    frames = raw.frames
 
     def check(entity: str, staged: pl.DataFrame) -> pl.DataFrame:
         nonlocal cases
@@ -160,10 +104,8 @@ def validate_raw(
             staged = result.accepted
         return staged
 
-    patients = check(
-        "demographics", stg_table(deduped["demographics"], ctx, values, "demographics")
-    )
-    infusion = check("infusion", stg_table(deduped["infusion"], ctx, values, "infusion"))
+    patients = check("demographics", staged_in["demographics"])
+    infusion = check("infusion", staged_in["infusion"])
     registered = deduped["demographics"].select("source", "patient_key")
     infusion, c1 = crossfile.filter_orphans(infusion, patients, registered)
     infusion, c2 = crossfile.filter_extra_infusions(infusion, allow_reinfusion=allow_reinfusion)
@@ -172,16 +114,10 @@ def validate_raw(
     )
     cases += c1 + c2 + c3
     accepted["demographics"], accepted["infusion"] = patients, infusion
+    # A dose in mg/kg becomes mg with the weight of the patient's accepted infusion.
     weights = infusion.select("patient_key", "weight_kg").unique("patient_key", keep="first")
-    staged: dict[str, pl.DataFrame] = {
-        "vitals": stg_measurements(deduped["vitals"], ctx, code="item"),
-        "labs": stg_measurements(deduped["labs"], ctx, code="test"),
-        "oxygen": stg_oxygen(deduped["oxygen"], ctx),
-        "drugs": stg_drugs(deduped["drugs"], ctx, values, weights),
-    }
-    staged["vasopressors"] = stg_vasopressors(deduped["vasopressors"], ctx, values)
-    for entity in ("response", "follow_up", "infections", "icans", "recorded_crs"):
-        staged[entity] = stg_table(deduped[entity], ctx, values, entity)
+    staged = {e: staged_in[e] for e in BUCKET_ENTITIES}
+    staged["drugs"] = stg_drug_doses(staged["drugs"], weights)
     for entity, staged_table in staged.items():
         checked, orphan_cases = crossfile.filter_orphans(
             check(entity, staged_table), patients, registered
@@ -189,15 +125,13 @@ def validate_raw(
         cases += orphan_cases
         if entity == "response":
             checked, more = crossfile.filter_response_window(
-                checked, infusion, timezone=ctx.timezone
+                checked, infusion, window=response_window, timezone=ctx.timezone
             )
             cases += more
         if entity == "follow_up":
             checked, more = crossfile.filter_followup_order(checked)
             cases += more
         accepted[entity] = checked
-    for entity in ("vitals", "labs"):
-        accepted[entity] = accepted[entity].with_columns(flag=clinical_flag())
     warnings = [w for entity, table in accepted.items() for w in _warnings(entity, table, ctx)]
     rejected_merged = [
         # A merged row keeps its first member's (file, row): match on those, not on the keys
@@ -360,85 +294,3 @@ def _accounting(
         )
         for r in table.iter_rows(named=True)
     ]
-
-
-# Rows per patient bucket when an extract is spilled to disk: bounds peak memory (staging
-# keeps ~10 columns per row) whatever the size of the export.
-BUCKET_ROWS = 250_000
-
-
-def _bucket_of(frame: pl.DataFrame, buckets: int) -> pl.Expr:
-    # Bucket by the *normalised* key so that a padded/full-width MRN lands with its patient.
-    return (normalise_text(pl.col("patient_key")).fill_null("").hash(seed=7) % buckets).alias(
-        "_bucket"
-    )
-
-
-def validate_partitioned(
-    stream: Iterable[RawBatch | Rejected],
-    ctx: StagingContext,
-    values: ValueMaps,
-    *,
-    expected_rows: int,
-    spill_dir: Path,
-    on_bucket: Callable[[ValidationOutcome], None] | None = None,
-    **options: Any,
-) -> ValidationOutcome:
-    """Validate an extract too large for memory, one group of patients at a time.
-
-    Every rule is per patient (duplicates, orphans, infusions, windows all compare rows of
-    one patient), so partitioning raw rows by a hash of the normalised patient key and
-    validating each bucket alone gives the same cases as one pass. Raw batches are spilled
-    to Parquet in ``spill_dir`` while extracting; ``on_bucket`` sees each bucket's outcome
-    (its accepted frames are then dropped to keep memory flat).
-    """
-    buckets = max(1, -(-expected_rows // BUCKET_ROWS))
-    if buckets == 1:
-        frames, placed_nowhere = collect(stream)
-        outcome = validate_raw(frames, ctx, values, extractor_rejects=placed_nowhere, **options)
-        if on_bucket is not None:
-            on_bucket(outcome)
-        return outcome
-    spill_dir.mkdir(parents=True, exist_ok=True)
-    parts: dict[tuple[str, int], int] = defaultdict(int)
-    rejects: list[FailureCase] = []
-    for item in stream:
-        if not isinstance(item, RawBatch):
-            rejects.append(item)
-            continue
-        check_raw(item.entity, item.frame)
-        for (bucket,), part in (
-            item.frame.with_columns(_bucket_of(item.frame, buckets))
-            .partition_by("_bucket", as_dict=True)
-            .items()
-        ):
-            n = parts[(item.entity, int(bucket))]
-            part.drop("_bucket").write_parquet(spill_dir / f"{item.entity}.{bucket}.{n}.parquet")
-            parts[(item.entity, int(bucket))] = n + 1
-    total = ValidationOutcome({}, list(rejects), [], [])
-    summaries: dict[tuple[str, str], FileSummary] = {}
-    for bucket in range(buckets):
-        frames = {
-            e: pl.read_parquet(spill_dir / f"{e}.{bucket}.*.parquet")
-            if parts.get((e, bucket))
-            else empty_frame(e)
-            for e in ENTITIES
-        }
-        outcome = validate_raw(frames, ctx, values, **options)
-        if on_bucket is not None:
-            on_bucket(outcome)
-        total.quarantined += outcome.quarantined
-        total.warnings += outcome.warnings
-        for f in outcome.files:
-            acc = summaries.setdefault((f.source, f.file), FileSummary(f.source, f.file, 0, 0, 0))
-            acc.rows_in += f.rows_in
-            acc.accepted += f.accepted
-            acc.quarantined += f.quarantined
-            acc.warnings += f.warnings
-            acc.unaccounted += f.unaccounted
-    for c in rejects:  # rows the extractor could not place at all
-        acc = summaries.setdefault((c.source, c.file), FileSummary(c.source, c.file, 0, 0, 0))
-        acc.rows_in += 1
-        acc.quarantined += 1
-    total.files = sorted(summaries.values(), key=lambda f: (f.source, f.file))
-    return total

@@ -14,7 +14,7 @@ import polars as pl
 from pandera.api.polars.types import PolarsData
 from pandera.engines.polars_engine import DateTime
 
-from cart_etl.transform.staging import plausibility
+from cart_etl.stage.staging import plausibility
 
 
 def _hard_range_ok(item_col: str, value_col: str) -> pl.Expr:
@@ -37,21 +37,6 @@ def _unit_converts(source_col: str = "source_unit", unit_col: str = "unit") -> p
         src, dst = pair.split("->")
         ok = ok | ((pl.col(source_col) == src) & (pl.col(unit_col) == dst))
     return ok.fill_null(False)
-
-
-def clinical_flag(item_col: str = "item", value_col: str = "value") -> pl.Expr:
-    """'low'/'high' outside the clinical reference range: a finding, not a data problem."""
-    flag: pl.Expr = pl.lit(None, dtype=pl.String)
-    for key, spec in plausibility()["measurements"].items():
-        low, high = spec["flag"].get("low"), spec["flag"].get("high")
-        is_item = pl.col(item_col) == key
-        if high is not None:
-            flag = (
-                pl.when(is_item & (pl.col(value_col) > high)).then(pl.lit("high")).otherwise(flag)
-            )
-        if low is not None:
-            flag = pl.when(is_item & (pl.col(value_col) < low)).then(pl.lit("low")).otherwise(flag)
-    return flag
 
 
 def implausible(item_col: str = "item", value_col: str = "value") -> pl.Expr:

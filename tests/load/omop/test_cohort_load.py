@@ -12,8 +12,8 @@ import pytest
 from cart_etl.load.omop import TABLES, OmopInput, map_all
 from cart_etl.load.omop._common import device_exposure_ddl
 from cart_etl.load.omop_ddl import DDL_SQL
+from cart_etl.pipeline import validate_site
 from cart_etl.synth.generate import generate
-from cart_etl.validate.validate import validate_site
 
 TZ = "Asia/Shanghai"
 

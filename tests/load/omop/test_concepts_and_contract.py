@@ -11,7 +11,7 @@ import pytest
 from cart_etl.errors import MappingError
 from cart_etl.load.omop import TABLES, map_all
 from cart_etl.load.omop._common import table_columns
-from cart_etl.load.omop.concepts import CONCEPTS_YAML, concepts, load_concepts
+from cart_etl.load.omop.concepts import CONCEPTS_FILE, concepts, load_concepts
 from tests.load.omop.conftest import MRN_A, MRN_B, make_input
 
 REFERENCE = Path(__file__).resolve().parents[4] / "shared" / "reference" / "omop_v54.md"
@@ -79,4 +79,7 @@ def test_07_missing_entities_give_empty_tables_not_errors():
 
 
 def test_08_concept_file_path():
-    assert CONCEPTS_YAML.name == "concepts.yaml" and CONCEPTS_YAML.parent.name == "omop"
+    from cart_etl.mappings import active
+
+    assert CONCEPTS_FILE == "omop/concepts.yaml"
+    assert active().path(CONCEPTS_FILE).is_file()

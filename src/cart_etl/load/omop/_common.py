@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import timedelta
 from functools import cache
 from typing import TYPE_CHECKING
 
 import polars as pl
 
+from cart_etl.derive.periods import derive_admission
+from cart_etl.derive.rules import derivation_rules
 from cart_etl.errors import MappingError
 from cart_etl.load.omop_ddl import FIELDS_CSV, duckdb_type
-from cart_etl.transform.derive.timeline import local_date  # shared by the mappers
 
 if TYPE_CHECKING:
     from cart_etl.load.omop import OmopInput
@@ -51,7 +51,6 @@ DEVICE_EXPOSURE_FIELDS: tuple[tuple[str, str, bool], ...] = (
     ("unit_source_value", "varchar(50)", False),
     ("unit_source_concept_id", "integer", False),
 )
-PRIMARY_KEYS = {"device_exposure": "device_exposure_id"}
 
 
 @dataclass(frozen=True)
@@ -174,16 +173,11 @@ def assign_ids(frame: pl.DataFrame, id_col: str, order: list[str]) -> pl.DataFra
     return ordered.select(key.alias(id_col), pl.all())
 
 
-VISIT_DAYS = 28
-
-
 def admission(inp: OmopInput) -> pl.DataFrame:
     """The CAR-T admission of each infused person: person_id, start/end date and datetime.
 
-    Rule (no admission/lymphodepletion dates in the sources): start = the CAR-T infusion
-    (local date, datetime = infusion time); end = study day 28 (infusion date + 28 days),
-    earlier if death or last contact is earlier, never before the start; end_datetime is
-    NULL unless the infusion itself ends it. First infusion per person if several.
+    The window is ``cart_etl.derive.periods.derive_admission`` (infusion to study day 28,
+    earlier at death or last contact); start_datetime = the infusion time, local.
     """
     infusion = entity(inp, "infusion")
     schema = pl.Schema(
@@ -196,33 +190,19 @@ def admission(inp: OmopInput) -> pl.DataFrame:
     )
     if infusion is None:
         return pl.DataFrame(schema=schema)
-    first = (
-        with_person(inp, infusion)
-        .group_by("person_id")
-        .agg(pl.col("at").min())
-        .with_columns(
-            start_date=local_date(pl.col("at"), inp.timezone),
-            start_datetime=local_datetime(pl.col("at"), inp.timezone),
-        )
-    )
     follow = entity(inp, "follow_up")
-    if follow is not None:
-        stops = (
-            with_person(inp, follow)
-            .group_by("person_id")
-            .agg(pl.min_horizontal(pl.col("death_date").min(), pl.col("last_contact_date").min()))
-            .rename({"death_date": "stop"})
-        )
-        first = first.join(stops, on="person_id", how="left")
-    else:
-        first = first.with_columns(stop=pl.lit(None, pl.Date))
-    day28 = pl.col("start_date") + timedelta(days=VISIT_DAYS)
-    end = pl.min_horizontal(day28, pl.col("stop"))
-    return first.select(
+    window = derive_admission(
+        with_person(inp, infusion),
+        with_person(inp, follow) if follow is not None else None,
+        "person_id",
+        derivation_rules().admission_days,
+        inp.timezone,
+    )
+    return window.select(
         "person_id",
         "start_date",
-        "start_datetime",
-        end_date=pl.max_horizontal(end, pl.col("start_date")),
+        start_datetime=local_datetime(pl.col("at"), inp.timezone),
+        end_date="end_date",
     ).sort("person_id")
 
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 import polars as pl
-import yaml
 
-from cart_etl.config import PROJECT_ROOT
 from cart_etl.errors import MappingError
+from cart_etl.mappings import Mappings, active
 
-CONCEPTS_YAML = PROJECT_ROOT / "mappings" / "omop" / "concepts.yaml"
+CONCEPTS_FILE = "omop/concepts.yaml"
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ class ConceptTable:
             return self.concepts[key].concept_id
         except KeyError:
             raise MappingError(
-                f"{CONCEPTS_YAML}: no concept named {key!r}; add it with its citation"
+                f"{CONCEPTS_FILE}: no concept named {key!r}; add it with its citation"
             ) from None
 
     def lookup(self, map_name: str) -> dict[str, int]:
@@ -53,9 +51,13 @@ class ConceptTable:
         return expr.replace_strict(self.lookup(map_name), default=0, return_dtype=pl.Int64)
 
 
-def load_concepts(path: Path = CONCEPTS_YAML) -> ConceptTable:
-    """Read and check the concept file (each entry: name, concept_id, vocabulary, code, source)."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+def load_concepts(mappings: Mappings | None = None) -> ConceptTable:
+    """Read and check the concept file (each entry: name, concept_id, vocabulary, code, source).
+
+    ``mappings`` (default: the active set) may layer a site's concepts over the defaults.
+    """
+    path = CONCEPTS_FILE
+    data = (mappings or active()).load(CONCEPTS_FILE)
     concepts: dict[str, Concept] = {}
     for key, entry in data["concepts"].items():
         missing = {"name", "concept_id", "vocabulary", "code", "source"} - set(entry)
@@ -77,6 +79,10 @@ def load_concepts(path: Path = CONCEPTS_YAML) -> ConceptTable:
 
 
 @cache
+def _concepts(mappings: Mappings) -> ConceptTable:
+    return load_concepts(mappings)
+
+
 def concepts() -> ConceptTable:
-    """The project's concept table (read once per process)."""
-    return load_concepts()
+    """The concept table of the active mappings (read once per mapping set)."""
+    return _concepts(active())

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import polars as pl
 
+from cart_etl.derive.periods import derive_icans_periods
+from cart_etl.derive.rules import derivation_rules
+from cart_etl.derive.timeline import local_date
 from cart_etl.load.omop._common import (
     assign_ids,
     attach_visit,
     conform,
     empty,
     entity,
-    local_date,
     local_datetime,
     source_text,
     with_person,
@@ -23,9 +24,6 @@ from cart_etl.load.omop.concepts import concepts
 if TYPE_CHECKING:
     from cart_etl.load.omop import OmopInput
 
-# Two ICANS assessments with grade >= 1 further apart than this start a new ICANS period
-# (assessments are daily; one missed day does not end a period).
-ICANS_GAP = timedelta(hours=48)
 _KIND_RANK = {"b_all": 0, "crs": 1, "icans": 2, "infection": 3}
 
 
@@ -85,18 +83,9 @@ def _icans(inp: OmopInput) -> pl.DataFrame | None:
         return None
     c = concepts()
     tz = inp.timezone
-    graded = (
-        with_person(inp, icans)
-        .filter(pl.col("grade") >= 1)
-        .select("person_id", "at", "grade")
-        .sort("person_id", "at")
-    )
-    new_period = (pl.col("at").diff().over("person_id") > ICANS_GAP).fill_null(True)
-    periods = (
-        graded.with_columns(_period=new_period.cast(pl.Int32).cum_sum().over("person_id"))
-        .group_by("person_id", "_period")
-        .agg(start=pl.col("at").min(), end=pl.col("at").max(), grade=pl.col("grade").max())
-    )
+    periods = derive_icans_periods(
+        with_person(inp, icans), "person_id", derivation_rules().icans_gap
+    ).rename({"period_number": "_period"})
     grade = pl.col("grade")
     return periods.select(
         "person_id",
@@ -179,9 +168,10 @@ def map_condition_occurrence(inp: OmopInput) -> pl.DataFrame:
       (D89.839 if the grade is outside 1-5), the grade in condition_status_source_value;
       type Standard algorithm from EHR (32882): the episode is derived, ASTCT 2019.
       Febrile episodes with onset after day 14 are not CRS and are not written.
-    * ICANS: recorded assessments with grade >= 1 grouped per person into periods (a gap
-      > 48 h starts a new one); start/end = first/last such assessment, concept 0
-      (unverified), source value G92.0<max grade> (ICD-10-CM), EHR.
+    * ICANS: recorded assessments with grade >= 1 grouped per person into periods
+      (``derive.periods.derive_icans_periods``: a gap > 48 h starts a new one);
+      start/end = first/last such assessment, concept 0 (unverified), source value
+      G92.0<max grade> (ICD-10-CM), EHR.
     * Infections: one row per documented infection at its onset date, concept 0, source
       value ``site: organism`` (the CTCAE grade is an OBSERVATION linked to this row).
     condition_occurrence_id: 1..n over (person, start date, kind, start time, episode).

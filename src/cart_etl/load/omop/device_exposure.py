@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from cart_etl.derive.timeline import local_date
 from cart_etl.load.omop._common import (
     assign_ids,
     attach_visit,
     conform,
-    local_date,
     local_datetime,
 )
 from cart_etl.load.omop._oxygen import oxygen_runs

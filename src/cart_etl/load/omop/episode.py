@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import polars as pl
 
+from cart_etl.derive.periods import derive_toci_regimens
+from cart_etl.derive.rules import derivation_rules
+from cart_etl.derive.timeline import local_date
 from cart_etl.load.omop._common import (
     assign_ids,
     conform,
     empty,
     entity,
-    local_date,
     local_datetime,
     with_person,
 )
@@ -21,12 +22,8 @@ from cart_etl.load.omop.concepts import concepts
 if TYPE_CHECKING:
     from cart_etl.load.omop import OmopInput
 
-# Tocilizumab doses further apart than this belong to two courses (the label allows up to
-# four doses at >= 8 h intervals for one CRS flare).
-COURSE_GAP = timedelta(hours=72)
 _KIND_RANK = {"crs": 0, "regimen": 1, "remission": 2, "progression": 3}
 _UTC = pl.Datetime("us", "UTC")
-REMISSION_MORPHOLOGY = ("CR", "CRi")
 
 
 def utc(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -91,15 +88,14 @@ def toci_doses(inp: OmopInput) -> pl.DataFrame:
         .filter(pl.col("drug") == "tocilizumab")
         .select(
             "person_id",
-            _at=utc(pl.col("start_at"), treat.schema["start_at"]),
+            at=utc(pl.col("start_at"), treat.schema["start_at"]),
             dose=pl.col("dose").cast(pl.Float64),
         )
-        .sort("person_id", "_at")
     )
-    new_course = (pl.col("_at").diff().over("person_id") > COURSE_GAP).fill_null(True)
-    return doses.with_columns(
-        course=new_course.cast(pl.Int32).cum_sum().over("person_id").cast(pl.Int32)
-    ).select(list(schema))
+    regimens = derive_toci_regimens(doses, "person_id", derivation_rules().toci_regimen_gap)
+    return regimens.select(
+        "person_id", _at=pl.col("at"), dose=pl.col("dose"), course=pl.col("course").cast(pl.Int32)
+    )
 
 
 def episodes_keyed(inp: OmopInput) -> pl.DataFrame:
@@ -161,7 +157,7 @@ def episodes_keyed(inp: OmopInput) -> pl.DataFrame:
     if resp is not None:
         first_cr = (
             with_person(inp, resp)
-            .filter(pl.col("morphology").is_in(REMISSION_MORPHOLOGY))
+            .filter(pl.col("morphology").is_in(derivation_rules().remission_morphology))
             .group_by("person_id")
             .agg(pl.col("at").min(), pl.col("morphology").sort_by("at").first())
         )

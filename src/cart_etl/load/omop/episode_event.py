@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from cart_etl.derive.rules import derivation_rules
 from cart_etl.load.omop._common import conform, empty
 from cart_etl.load.omop.concepts import concepts
 from cart_etl.load.omop.condition_occurrence import condition_keyed
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
     from cart_etl.load.omop import OmopInput
 
 # Treatment classes of marts.treatment that treat CRS (linked to the episode they fall in).
-CRS_TREATMENT_CLASSES = ("anti_il6", "corticosteroid", "vasopressor")
 
 
 def _treatment_drug_ids(inp: OmopInput) -> pl.DataFrame:
@@ -80,7 +80,8 @@ def map_episode_event(inp: OmopInput) -> pl.DataFrame:
         )
 
     treated = _treatment_drug_ids(inp).filter(
-        pl.col("drug_class").is_in(CRS_TREATMENT_CLASSES) & (pl.col("route").fill_null("") != "IT")
+        pl.col("drug_class").is_in(derivation_rules().crs_treatment_classes)
+        & (pl.col("route").fill_null("") != "IT")
     )
     links.append(
         crs.join(treated, on="person_id", how="inner")

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from cart_etl.derive.timeline import local_date
 from cart_etl.load.omop._common import (
     assign_ids,
     conform,
     entity,
-    local_date,
     with_person,
 )
 from cart_etl.load.omop.concepts import concepts

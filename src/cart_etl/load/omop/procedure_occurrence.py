@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from cart_etl.derive.timeline import local_date
 from cart_etl.load.omop._common import (
     assign_ids,
     attach_visit,
     conform,
     empty,
     entity,
-    local_date,
     local_datetime,
     source_text,
     with_person,

@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import polars as pl
 
-from cart_etl.transform.derive.timeline import local_date, study_day
-
-# MRD below 0.01 % (10^-4) is MRD-negative (reference/crs_grading.md F2).
-MRD_NEGATIVE_BELOW_PCT = 0.01
-RESPONSE_WINDOW_DAYS = (21, 35)
-ICANS_WINDOW_DAYS = (0, 28)
-SERIOUS_INFECTION_MIN_CTCAE = 3
-# IL-6 "after" = first sample 24-72 h after the first tocilizumab dose (README calibration).
-IL6_AFTER_WINDOW = (timedelta(hours=24), timedelta(hours=72))
+from cart_etl.derive.rules import DerivationRules
+from cart_etl.derive.timeline import local_date, study_day
 
 
-def derive_response(response: pl.DataFrame, timeline: pl.DataFrame, tz: str) -> pl.DataFrame:
+def derive_response(
+    response: pl.DataFrame, timeline: pl.DataFrame, rules: DerivationRules, tz: str
+) -> pl.DataFrame:
     """Day-28 response from the marrow assessment on study day 21-35 (closest to day 28).
 
     CR or CRi (the paper's CR ignores count recovery) with MRD < 0.01 % -> ``mrd_neg_cr``,
-    otherwise ``mrd_pos_cr``; PR -> ``pr``; NR -> ``nr`` (F1, F2).
+    otherwise ``mrd_pos_cr``; PR -> ``pr``; NR -> ``nr`` (F1, F2). Window, target day and
+    MRD cut-off: ``derive/derivation.yaml`` ``response``.
     """
     r = (
         response.join(timeline.select("patient_key", "day0"), on="patient_key")
         .with_columns(_day=study_day(local_date("at", tz)))
-        .filter(pl.col("_day").is_between(*RESPONSE_WINDOW_DAYS))
-        .sort("patient_key", (pl.col("_day") - 28).abs(), "at")
+        .filter(pl.col("_day").is_between(*rules.response_window_days))
+        .sort("patient_key", (pl.col("_day") - rules.response_target_day).abs(), "at")
         .unique("patient_key", keep="first")
     )
     category = (
@@ -35,7 +29,7 @@ def derive_response(response: pl.DataFrame, timeline: pl.DataFrame, tz: str) -> 
         .then(pl.lit("pr"))
         .when(pl.col("morphology") == "NR")
         .then(pl.lit("nr"))
-        .when(pl.col("mrd_pct") < MRD_NEGATIVE_BELOW_PCT)
+        .when(pl.col("mrd_pct") < rules.mrd_negative_below_pct)
         .then(pl.lit("mrd_neg_cr"))
         .otherwise(pl.lit("mrd_pos_cr"))
     )
@@ -65,17 +59,22 @@ def derive_survival(follow_up: pl.DataFrame, timeline: pl.DataFrame) -> pl.DataF
     )
 
 
-def derive_serious_infection(infections: pl.DataFrame, timeline: pl.DataFrame) -> pl.DataFrame:
-    """Any documented infection of CTCAE grade >= 3 on or after day 0."""
+def derive_serious_infection(
+    infections: pl.DataFrame, timeline: pl.DataFrame, rules: DerivationRules
+) -> pl.DataFrame:
+    """Any documented infection of CTCAE grade >= 3 (``serious_infection_min_ctcae``) on or
+    after day 0."""
     inf = infections.join(timeline.select("patient_key", "day0"), on="patient_key").filter(
         pl.col("onset_date") >= pl.col("day0")
     )
     return inf.group_by("patient_key").agg(
-        serious_infection=(pl.col("ctcae_grade") >= SERIOUS_INFECTION_MIN_CTCAE).any()
+        serious_infection=(pl.col("ctcae_grade") >= rules.serious_infection_min_ctcae).any()
     )
 
 
-def derive_icans(icans: pl.DataFrame, timeline: pl.DataFrame, tz: str) -> pl.DataFrame:
+def derive_icans(
+    icans: pl.DataFrame, timeline: pl.DataFrame, rules: DerivationRules, tz: str
+) -> pl.DataFrame:
     """ICANS as recorded (ICE score and grade, ASTCT 2019): any grade >= 1 on days 0-28.
 
     Grades are taken as recorded, not derived (crs_grading.md 2.3: the paper's grade-3 ICANS
@@ -84,7 +83,7 @@ def derive_icans(icans: pl.DataFrame, timeline: pl.DataFrame, tz: str) -> pl.Dat
     i = (
         icans.join(timeline.select("patient_key", "day0"), on="patient_key")
         .with_columns(_day=study_day(local_date("at", tz)))
-        .filter(pl.col("_day").is_between(*ICANS_WINDOW_DAYS))
+        .filter(pl.col("_day").is_between(*rules.icans_window_days))
     )
     return i.group_by("patient_key").agg(
         has_icans=(pl.col("grade").fill_null(0) >= 1).any(),
@@ -92,7 +91,9 @@ def derive_icans(icans: pl.DataFrame, timeline: pl.DataFrame, tz: str) -> pl.Dat
     )
 
 
-def derive_il6_course(labs: pl.DataFrame, first_toci: pl.DataFrame) -> pl.DataFrame:
+def derive_il6_course(
+    labs: pl.DataFrame, first_toci: pl.DataFrame, rules: DerivationRules
+) -> pl.DataFrame:
     """IL-6 at the last sample before the first tocilizumab dose vs the first one 24-72 h after.
 
     ``il6_fell_after_toci`` = after < before (E7: IL-6 may rise after tocilizumab, which
@@ -106,7 +107,7 @@ def derive_il6_course(labs: pl.DataFrame, first_toci: pl.DataFrame) -> pl.DataFr
         .group_by("patient_key")
         .agg(il6_before_first_toci=pl.col("value").last())
     )
-    lo, hi = IL6_AFTER_WINDOW
+    lo, hi = rules.il6_after_first_toci
     after = (
         j.filter(
             pl.col("at").is_between(pl.col("first_toci_at") + lo, pl.col("first_toci_at") + hi)

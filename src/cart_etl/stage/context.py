@@ -8,12 +8,8 @@ site. FHIR sources use standard systems (LOINC, RxNorm, SNOMED CT, UCUM) from
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cart_etl.config import PROJECT_ROOT
 from cart_etl.extract.site_mapping import (
     FileSpec,
     ItemSpec,
@@ -21,7 +17,8 @@ from cart_etl.extract.site_mapping import (
     local_system,
     normalize_key,
 )
-from cart_etl.transform.staging import DateFormats, StagingContext, ValueMaps
+from cart_etl.mappings import Mappings, active
+from cart_etl.stage.staging import DateFormats, StagingContext, ValueMaps
 
 # XLSX date cells arrive as ISO text from the extractor (native Excel date-times).
 XLSX_NATIVE_FORMATS: tuple[str, ...] = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
@@ -165,15 +162,15 @@ def _text(value: object) -> str:
 
 
 def context_from_fhir(
-    timezone: str, concepts_path: Path | None = None
+    timezone: str, mappings: Mappings | None = None
 ) -> tuple[StagingContext, ValueMaps]:
-    """Staging context for FHIR sources: standard codes from ``mappings/fhir/concepts.yaml``.
+    """Staging context for FHIR sources: standard codes from ``fhir/concepts.yaml`` of
+    ``mappings`` (default: the active set; a FHIR profile folder may layer codes over it).
 
     FHIR numbers are JSON numbers, so a decimal comma is a malformed resource
     (``allow_decimal_comma=False``); timestamps are ISO 8601 with offsets.
     """
-    path = concepts_path or PROJECT_ROOT / "mappings" / "fhir" / "concepts.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = (mappings or active()).load("fhir/concepts.yaml")
     systems: dict[str, str] = data["systems"]
     concepts = {
         (systems[alias], str(code)): str(key)

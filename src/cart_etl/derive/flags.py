@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import polars as pl
 
-MIN_FOLLOW_UP_DAYS = 28
 
-
-def derive_exclusions(patients: pl.DataFrame) -> pl.DataFrame:
+def derive_exclusions(patients: pl.DataFrame, min_follow_up_days: int) -> pl.DataFrame:
     """Exclusion reason in CONSORT order, ``lost_data_kind`` and ``is_included``.
 
     1. ``not_infused``: no accepted infusion record.
-    2. ``followup_lt_28d``: death or last contact before study day 28.
+    2. ``followup_lt_28d``: death or last contact before study day ``min_follow_up_days``
+       (28, ``derive/derivation.yaml`` ``exclusions``).
     3. ``data_lost``: infused and followed >= 28 days, but the required monitoring data are
        missing: no temperature charted at/after the infusion on study days 0-14 (CRS cannot
        be graded: ``lost_data_kind = monitoring``), or no marrow response assessment on study
@@ -22,7 +21,7 @@ def derive_exclusions(patients: pl.DataFrame) -> pl.DataFrame:
     reason = (
         pl.when(~pl.col("is_infused"))
         .then(pl.lit("not_infused"))
-        .when(pl.col("os_days") < MIN_FOLLOW_UP_DAYS)
+        .when(pl.col("os_days") < min_follow_up_days)
         .then(pl.lit("followup_lt_28d"))
         .when(~pl.col("monitored") | ~pl.col("response_assessed") | pl.col("os_days").is_null())
         .then(pl.lit("data_lost"))

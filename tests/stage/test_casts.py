@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from cart_etl.transform.casts import (
+from cart_etl.stage.casts import (
     has_decimal_comma,
     normalise_text,
     parse_iso_datetime,

@@ -13,8 +13,8 @@ from datetime import timedelta
 
 import polars as pl
 
-from cart_etl.transform.derive.rules import CrsRules
-from cart_etl.transform.derive.timeline import local_date, study_day
+from cart_etl.derive.rules import CrsRules
+from cart_etl.derive.timeline import local_date, study_day
 
 _SIGNS_SCHEMA = {
     "patient_key": pl.String,

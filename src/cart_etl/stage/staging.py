@@ -9,16 +9,15 @@ the staged pandera models (``cart_etl.validate.staged``) quarantine them with a 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from functools import cache
-from pathlib import Path
+from typing import Any
 
 import polars as pl
-import yaml
 
-from cart_etl.config import PROJECT_ROOT
-from cart_etl.transform.casts import (
+from cart_etl.mappings import active
+from cart_etl.stage.casts import (
     has_decimal_comma,
     normalise_text,
     parse_local_datetime,
@@ -84,11 +83,10 @@ class StagingContext:
         return replace(self, dates=dates, iso_fallback=bool(present - set(dates)) or not present)
 
 
-@cache
-def plausibility(path: Path | None = None) -> dict:  # type: ignore[type-arg]
-    """The plausibility/units data file (``mappings/validation/plausibility.yaml``)."""
-    target = path or PROJECT_ROOT / "mappings" / "validation" / "plausibility.yaml"
-    return yaml.safe_load(target.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+def plausibility() -> dict[str, Any]:
+    """The plausibility/units rules of the active mappings (``validation/plausibility.yaml``,
+    with a site's additions layered over it)."""
+    return active().load("validation/plausibility.yaml")  # type: ignore[no-any-return]
 
 
 def canonical_units() -> dict[str, str]:
@@ -396,48 +394,56 @@ def stg_demographics(df: pl.DataFrame, ctx: StagingContext, values: ValueMaps) -
     return stg_table(df, ctx, values, "demographics")
 
 
-def stg_infusion(df: pl.DataFrame, ctx: StagingContext, values: ValueMaps) -> pl.DataFrame:
-    """CAR-T infusions. Grain: one row per infusion (day 0)."""
-    return stg_table(df, ctx, values, "infusion")
+def dose_text_units() -> dict[str, str]:
+    """Units a dose text cell may carry -> UCUM (``validation/plausibility.yaml``)."""
+    return {str(k): str(v) for k, v in plausibility()["dose_text_units"].items()}
 
 
-_DOSE_TEXT = r"^([+-]?\d+(?:\.\d+)?)\s*(mg/kg|mg|g|μg|ug|mcg)$"
-_DOSE_UNITS = {"mg": "mg", "g": "g", "μg": "ug", "ug": "ug", "mcg": "ug", "mg/kg": "mg/kg"}
+def dose_text_pattern(units: Mapping[str, str]) -> str:
+    """``<number><unit>`` with the units longest first (so ``mg/kg`` is not read as ``mg``)."""
+    alternatives = "|".join(re.escape(u) for u in sorted(units, key=len, reverse=True))
+    return rf"^([+-]?\d+(?:\.\d+)?)\s*({alternatives})$"
 
 
-def stg_drugs(
-    df: pl.DataFrame, ctx: StagingContext, values: ValueMaps, weights: pl.DataFrame
-) -> pl.DataFrame:
-    """Administered doses in each drug's canonical unit. Grain: one row per administration.
+def stg_drugs(df: pl.DataFrame, ctx: StagingContext, values: ValueMaps) -> pl.DataFrame:
+    """Administrations with the dose as written, parsed. Grain: one row per administration.
 
     The dose is either a number + unit column (FHIR ``dosage.dose``) or one text cell
-    ("400mg", "0.4g", "300μg", "8mg/kg"). g/μg are converted to the drug's canonical unit
-    (mg, or μg for G-CSF); mg/kg is multiplied by the patient's infusion weight
-    (``weights``: patient_key, weight_kg) and rounded to the mg, flagged ``is_dose_per_kg``.
+    ("400mg", "0.4g", "300μg", "8mg/kg"): ``source_dose`` + ``source_unit``. The dose in
+    the drug's canonical unit needs the patient's weight for mg/kg doses, which only the
+    accepted infusion gives: ``stg_drug_doses`` adds it after the register checks.
     """
     ctx = ctx.narrow(df)
-    drug_units = {k: v["unit"] for k, v in plausibility()["drugs"].items()}
+    text_units = dose_text_units()
+    pattern = dose_text_pattern(text_units)
     text = normalise_text(pl.col("dose_raw"))
-    from_text_value = parse_number(text.str.extract(_DOSE_TEXT, 1))
-    from_text_unit = text.str.extract(_DOSE_TEXT, 2).replace_strict(
-        _DOSE_UNITS, default=None, return_dtype=pl.String
+    from_text_value = parse_number(text.str.extract(pattern, 1))
+    from_text_unit = text.str.extract(pattern, 2).replace_strict(
+        text_units, default=None, return_dtype=pl.String
     )
     has_unit_col = normalise_text(pl.col("dose_unit_raw")).is_not_null()
     value = pl.when(has_unit_col).then(parse_number(pl.col("dose_raw"))).otherwise(from_text_value)
     unit = pl.when(has_unit_col).then(_unit(ctx, pl.col("dose_unit_raw"))).otherwise(from_text_unit)
-    staged = (
-        df.rename(
-            {"at": "at_raw", "dose": "dose_raw", "dose_unit": "dose_unit_raw", "route": "route_raw"}
-        )
-        .with_columns(
-            drug=_concept(ctx, "drug_system", "drug_code"),
-            source_dose=value,
-            source_unit=unit,
-            route=values.expr("drugs.route", pl.col("route_raw")),
-        )
-        .join(weights.select("patient_key", "weight_kg"), on="patient_key", how="left")
+    staged = df.rename(
+        {"at": "at_raw", "dose": "dose_raw", "dose_unit": "dose_unit_raw", "route": "route_raw"}
+    ).with_columns(
+        drug=_concept(ctx, "drug_system", "drug_code"),
+        source_dose=value,
+        source_unit=unit,
+        route=values.expr("drugs.route", pl.col("route_raw")),
     )
-    staged = parse_timestamps(staged, ctx, {"at": "at_raw"})
+    return parse_timestamps(staged, ctx, {"at": "at_raw"})
+
+
+def stg_drug_doses(drugs: pl.DataFrame, weights: pl.DataFrame) -> pl.DataFrame:
+    """The dose in each drug's canonical unit (mg, or μg for G-CSF).
+
+    g/μg are converted; mg/kg is multiplied by the patient's infusion weight (``weights``:
+    patient_key, weight_kg) and rounded to the mg, flagged ``is_dose_per_kg``. A mg/kg dose
+    without a weight keeps its number (quarantined by the ``StgDrug`` model, ``drug.dose.unit``).
+    """
+    drug_units = {k: v["unit"] for k, v in plausibility()["drugs"].items()}
+    staged = drugs.join(weights.select("patient_key", "weight_kg"), on="patient_key", how="left")
     per_kg = pl.col("source_unit") == "mg/kg"
     target = pl.col("drug").replace_strict(drug_units, default=None, return_dtype=pl.String)
     absolute = pl.when(per_kg).then((pl.col("source_dose") * pl.col("weight_kg")).round(0))

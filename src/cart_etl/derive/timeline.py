@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from cart_etl.transform.derive.rules import CrsRules
+from cart_etl.derive.rules import CrsRules
 
 
 def local_date(col: str | pl.Expr, tz: str) -> pl.Expr:

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cart_etl.transform.derive import crs
-from cart_etl.transform.derive.rules import crs_rules, steroid_rules
-from cart_etl.transform.derive.timeline import derive_timeline
-from cart_etl.transform.derive.treatment import derive_treatment, toci_label
+from cart_etl.derive import crs
+from cart_etl.derive.rules import crs_rules, derivation_rules, steroid_rules, toci_label
+from cart_etl.derive.timeline import derive_timeline
+from cart_etl.derive.treatment import derive_treatment
 
 TZ = "Asia/Shanghai"
 RULES = crs_rules()
@@ -266,7 +266,13 @@ def test_mp_equivalent_is_linear_in_dose(drug, dose, k):
 
     def mp(x: float) -> float:
         t = derive_treatment(
-            drugs((30, drug, "IV", x)), vaso(), tl, steroid_rules(), toci_label(), TZ
+            drugs((30, drug, "IV", x)),
+            vaso(),
+            tl,
+            steroid_rules(),
+            toci_label(),
+            derivation_rules().drug_classes,
+            TZ,
         )
         return t.get_column("mp_equiv_mg").item()
 

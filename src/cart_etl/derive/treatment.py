@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
-
 import polars as pl
-import yaml
 
-from cart_etl.config import Settings
-from cart_etl.transform.derive.rules import SteroidRules
-from cart_etl.transform.derive.timeline import local_date, study_day
-
-DRUG_CLASS: dict[str, str] = {
-    "tocilizumab": "anti_il6",
-    "methylprednisolone": "corticosteroid",
-    "dexamethasone": "corticosteroid",
-    "prednisone": "corticosteroid",
-    "prednisolone": "corticosteroid",
-    "hydrocortisone": "corticosteroid",
-    "gcsf": "growth_factor",
-}
+from cart_etl.derive.rules import SteroidRules, TocilizumabLabel
+from cart_etl.derive.timeline import local_date, study_day
 
 TREATMENT_COLUMNS = (
     "patient_key",
@@ -46,49 +30,22 @@ TREATMENT_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class TocilizumabLabel:
-    """Tocilizumab label limits for CRS (Actemra/Kymriah USPI; crs_grading.md section 5, C1-C3).
-
-    8 mg/kg (12 mg/kg under 30 kg) per dose, at most 800 mg per dose, at most 3 doses in
-    24 h and 4 in total; kept in ``mappings/validation/plausibility.yaml``.
-    """
-
-    max_mg_per_dose: float
-    alert_mg_per_kg_ge30: float
-    alert_mg_per_kg_lt30: float
-    max_doses_24h: int
-    max_doses_total: int
-
-
-@cache
-def toci_label(mappings_dir: Path | None = None) -> TocilizumabLabel:
-    """Read the tocilizumab label limits from the plausibility rules."""
-    root = mappings_dir or Settings().mappings_dir
-    d = yaml.safe_load((root / "validation" / "plausibility.yaml").read_text(encoding="utf-8"))
-    t = d["drugs"]["tocilizumab"]
-    return TocilizumabLabel(
-        max_mg_per_dose=float(t["alert_per_dose"]),
-        alert_mg_per_kg_ge30=float(t["alert_mg_per_kg_above"]["weight_ge_30kg"]),
-        alert_mg_per_kg_lt30=float(t["alert_mg_per_kg_above"]["weight_lt_30kg"]),
-        max_doses_24h=int(t["max_doses_24h"]),
-        max_doses_total=int(t["max_doses_total"]),
-    )
-
-
 def derive_treatment(
     drugs: pl.DataFrame,
     vasopressors: pl.DataFrame,
     timeline: pl.DataFrame,
     steroids: SteroidRules,
     label: TocilizumabLabel,
+    drug_classes: dict[str, str],
     tz: str,
 ) -> pl.DataFrame:
     """One row per administration (bolus) or vasopressor infusion, with normalised dose.
 
     MP equivalent = dose x factor (mg MP per mg drug); it counts towards the patient's total
     when the route is systemic (IV/PO) and the study day is in [0, 28] (README "Steroids").
-    A tocilizumab dose exceeds the label when > 800 mg or above the mg/kg alert for weight.
+    A tocilizumab dose exceeds the label when above the label maximum per dose (800 mg) or
+    above the mg/kg alert for its weight. ``drug_classes``: ingredient -> class
+    (``derive/derivation.yaml``); other drugs are class ``other``.
     """
     day0 = timeline.select("patient_key", "day0")
     factor = pl.col("drug").replace_strict(steroids.factors, default=None, return_dtype=pl.Float64)
@@ -97,7 +54,7 @@ def derive_treatment(
         drugs.join(day0, on="patient_key", how="left")
         .with_columns(study_day=study_day(local_date("at", tz)), dose_mg_per_kg=per_kg)
         .with_columns(
-            drug_class=pl.col("drug").replace_strict(DRUG_CLASS, default="other"),
+            drug_class=pl.col("drug").replace_strict(drug_classes, default="other"),
             start_at=pl.col("at"),
             stop_at=pl.lit(None, pl.Datetime("us", "UTC")),
             rate=pl.lit(None, pl.Float64),
@@ -108,7 +65,7 @@ def derive_treatment(
             & pl.col("study_day").is_between(steroids.first_day, steroids.last_day),
             exceeds_label_limit=(pl.col("drug") == "tocilizumab")
             & (
-                (pl.col("dose") > label.max_mg_per_dose)
+                (pl.col("dose") > label.label_max_mg_per_dose)
                 | (
                     pl.col("dose_mg_per_kg")
                     > pl.when(pl.col("weight_kg") >= 30)

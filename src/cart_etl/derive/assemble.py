@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from cart_etl.transform.derive import crs, flags, outcomes, treatment
-from cart_etl.transform.derive.rules import CrsRules, SteroidRules
-from cart_etl.transform.derive.timeline import derive_timeline, local_date, study_day
+from cart_etl.derive import crs, flags, outcomes, treatment
+from cart_etl.derive.measurements import derive_col_clinical_flag
+from cart_etl.derive.rules import ClinicalRules
+from cart_etl.derive.timeline import derive_timeline, local_date, study_day
 
 PATIENT_COLUMNS: tuple[str, ...] = (
     "study_id",
@@ -81,19 +82,6 @@ EPISODE_COLUMNS: tuple[str, ...] = (
     "first_toci_at",
     "hours_onset_to_first_toci",
 )
-LAB_COLUMNS: tuple[str, ...] = (
-    "study_id",
-    "category",
-    "item",
-    "measured_at",
-    "study_day",
-    "hours_since_infusion",
-    "hours_from_first_toci",
-    "value",
-    "unit",
-    "source_unit",
-    "flag",
-)
 
 
 @dataclass(frozen=True)
@@ -121,14 +109,23 @@ def _bool(col: str) -> pl.Expr:
 def derive_all(
     accepted: dict[str, pl.DataFrame],
     tz: str,
-    rules: CrsRules,
-    steroids: SteroidRules,
-    label: treatment.TocilizumabLabel,
+    clinical: ClinicalRules,
 ) -> Derived:
-    """Every derived fact of the patients in ``accepted`` (validated, staged frames)."""
+    """Every derived fact of the patients in ``accepted`` (validated, staged frames).
+
+    ``tz``: the site timezone (study days are local calendar days); ``clinical``: the rule
+    sets of the run's mappings (``cart_etl.derive.rules.clinical_rules``).
+    """
+    rules, steroids, label, derivation = (
+        clinical.crs,
+        clinical.steroids,
+        clinical.label,
+        clinical.derivation,
+    )
     demo = accepted["demographics"].unique("patient_key", keep="first")
     infusion = accepted["infusion"]
     vitals, labs, oxygen = accepted["vitals"], accepted["labs"], accepted["oxygen"]
+    vitals, labs = derive_col_clinical_flag(vitals), derive_col_clinical_flag(labs)
     drugs, vaso = accepted["drugs"], accepted["vasopressors"]
     timeline = derive_timeline(demo, infusion, tz, rules)
     ids = timeline.select("patient_key", "study_id")
@@ -140,13 +137,17 @@ def derive_all(
     monitored = crs.derive_monitored(timeline, vitals, rules, tz)
     patient_crs = crs.derive_patient_crs(timeline, monitored, episodes)
 
-    treat = treatment.derive_treatment(drugs, vaso, timeline, steroids, label, tz)
+    treat = treatment.derive_treatment(
+        drugs, vaso, timeline, steroids, label, derivation.drug_classes, tz
+    )
     summary = treatment.derive_treatment_summary(treat, label)
-    response = outcomes.derive_response(accepted["response"], timeline, tz)
+    response = outcomes.derive_response(accepted["response"], timeline, derivation, tz)
     survival = outcomes.derive_survival(accepted["follow_up"], timeline)
-    infection = outcomes.derive_serious_infection(accepted["infections"], timeline)
-    icans = outcomes.derive_icans(accepted["icans"], timeline, tz)
-    il6 = outcomes.derive_il6_course(labs, summary.filter(pl.col("first_toci_at").is_not_null()))
+    infection = outcomes.derive_serious_infection(accepted["infections"], timeline, derivation)
+    icans = outcomes.derive_icans(accepted["icans"], timeline, derivation, tz)
+    il6 = outcomes.derive_il6_course(
+        labs, summary.filter(pl.col("first_toci_at").is_not_null()), derivation
+    )
     pre_fever = outcomes.derive_pre_infusion_fever(vitals, timeline, rules.fever_c, tz)
     recorded = (
         accepted["recorded_crs"]
@@ -173,7 +174,7 @@ def derive_all(
     infused = pl.col("is_infused")
     monitored_ = pl.col("monitored").fill_null(False)
     wide = wide.with_columns(is_infused=pl.col("infusion_at").is_not_null())
-    wide = flags.derive_exclusions(wide).with_columns(
+    wide = flags.derive_exclusions(wide, derivation.min_follow_up_days).with_columns(
         is_toci=infused & (pl.col("toci_doses").fill_null(0) > 0),
         is_high_risk=_bool("is_high_risk"),
         prior_allo_sct=_bool("prior_allo_sct"),

@@ -1,0 +1,1 @@
+"""Stage: canonical raw frames -> typed frames (rename, cast, convert units, map codes)."""

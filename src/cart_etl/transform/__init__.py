@@ -1,1 +1,0 @@
-"""Transform stage: staging (rename, cast, units) and pure clinical derivations."""
