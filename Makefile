@@ -25,7 +25,8 @@ demo: $(STAMP)  ## build the reference cohort and run the pipeline (see README)
 test: $(STAMP)  ## run the test suite
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP)  ## ruff + mypy
+lint: $(STAMP)  ## ruff + mypy + import-linter (the stage layers)
+	$(BIN)/lint-imports
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy src

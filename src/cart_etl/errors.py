@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class CartEtlError(Exception):
@@ -69,11 +69,6 @@ class DataError(CartEtlError):
     """Rows were rejected: they are quarantined and the run continues (exit code 1)."""
 
     exit_code = 1
-
-
-@dataclass
-class _Cases:
-    cases: list[FailureCase] = field(default_factory=list)
 
 
 class ValidationError(DataError):

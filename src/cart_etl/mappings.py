@@ -88,9 +88,13 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Mappings:
     """The default rule files under ``root`` with an optional site/profile folder over them.
+
+    Files are read on first use and kept for the life of the instance; identity is the
+    instance (``eq=False``), so rules cached per Mappings are re-read by the next
+    ``Mappings.open`` after an edit.
 
     Attributes:
         root: folder of the default mappings (``mappings/`` in a checkout).
@@ -268,3 +272,9 @@ def activate(mappings: Mappings) -> Iterator[Mappings]:
         yield mappings
     finally:
         _ACTIVE.reset(token)
+
+
+def plausibility() -> dict[str, Any]:
+    """The plausibility/units rules of the active mappings (``validation/plausibility.yaml``,
+    with a site's additions layered over it)."""
+    return active().load("validation/plausibility.yaml")  # type: ignore[no-any-return]

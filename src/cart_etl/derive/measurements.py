@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from cart_etl.stage.staging import plausibility
+from cart_etl.mappings import plausibility
 
 
 def compute_clinical_flag(item_col: str = "item", value_col: str = "value") -> pl.Expr:

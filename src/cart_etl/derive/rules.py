@@ -92,10 +92,14 @@ def _mistyped(rel: str, exc: Exception) -> MappingError:
     )
 
 
-@cache
 def crs_rules(mappings: Mappings | None = None) -> CrsRules:
     """Load the ASTCT 2019 grading rules (once per mapping set)."""
-    d = (mappings or active()).load("grading/crs_astct2019.json")
+    return _crs_rules(mappings or active())
+
+
+@cache
+def _crs_rules(m: Mappings) -> CrsRules:
+    d = m.load("grading/crs_astct2019.json")
     try:
         hypo = d["hypotension_threshold"]
         return CrsRules(
@@ -120,10 +124,14 @@ def crs_rules(mappings: Mappings | None = None) -> CrsRules:
         raise _mistyped("grading/crs_astct2019.json", exc) from exc
 
 
-@cache
 def steroid_rules(mappings: Mappings | None = None) -> SteroidRules:
     """Load the corticosteroid MP-equivalent table: factor = MP reference dose / drug dose."""
-    d = (mappings or active()).load("drugs/corticosteroid_equivalents.yaml")
+    return _steroid_rules(mappings or active())
+
+
+@cache
+def _steroid_rules(m: Mappings) -> SteroidRules:
+    d = m.load("drugs/corticosteroid_equivalents.yaml")
     try:
         ref = float(d["equivalent_dose_mg"][d["reference_drug"]])
         first, last = d["count_days"]
@@ -137,10 +145,14 @@ def steroid_rules(mappings: Mappings | None = None) -> SteroidRules:
         raise _mistyped("drugs/corticosteroid_equivalents.yaml", exc) from exc
 
 
-@cache
 def toci_label(mappings: Mappings | None = None) -> TocilizumabLabel:
     """Read the tocilizumab label limits from the plausibility rules."""
-    d = (mappings or active()).load("validation/plausibility.yaml")
+    return _toci_label(mappings or active())
+
+
+@cache
+def _toci_label(m: Mappings) -> TocilizumabLabel:
+    d = m.load("validation/plausibility.yaml")
     try:
         t = d["drugs"]["tocilizumab"]
         return TocilizumabLabel(
@@ -159,10 +171,14 @@ def _days(pair: list[int]) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
-@cache
 def derivation_rules(mappings: Mappings | None = None) -> DerivationRules:
     """Read the derivation windows, gaps and thresholds (``derive/derivation.yaml``)."""
-    d = (mappings or active()).load("derive/derivation.yaml")
+    return _derivation_rules(mappings or active())
+
+
+@cache
+def _derivation_rules(m: Mappings) -> DerivationRules:
+    d = m.load("derive/derivation.yaml")
     try:
         response, outcomes, periods = d["response"], d["outcomes"], d["periods"]
         il6_lo, il6_hi = outcomes["il6_after_first_toci_hours"]

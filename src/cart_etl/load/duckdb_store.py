@@ -14,9 +14,9 @@ import orjson
 
 from cart_etl.errors import FailureCase, StoreError, StoreLockedError
 
-# raw: extracted frames as read; staging: renamed/cast/converted; omop: CDM v5.4;
-# marts: analyst tables; etl: run log and quarantine.
-SCHEMAS: tuple[str, ...] = ("raw", "staging", "omop", "marts", "etl")
+# staging: validated, staged and derived frames per bucket (study id as the patient key);
+# omop: CDM v5.4; marts: analyst tables; etl: run log, quarantine and warnings.
+SCHEMAS: tuple[str, ...] = ("staging", "omop", "marts", "etl")
 
 # Case tables share one shape: etl.quarantine (rows refused) and etl.warnings (data-quality
 # warnings on accepted rows, e.g. a recovered defect).

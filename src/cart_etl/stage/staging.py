@@ -12,11 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import polars as pl
 
-from cart_etl.mappings import active
+from cart_etl.mappings import plausibility
 from cart_etl.stage.casts import (
     has_decimal_comma,
     normalise_text,
@@ -81,12 +80,6 @@ class StagingContext:
         )
         dates = {f: spec for f, spec in self.dates.items() if f in present}
         return replace(self, dates=dates, iso_fallback=bool(present - set(dates)) or not present)
-
-
-def plausibility() -> dict[str, Any]:
-    """The plausibility/units rules of the active mappings (``validation/plausibility.yaml``,
-    with a site's additions layered over it)."""
-    return active().load("validation/plausibility.yaml")  # type: ignore[no-any-return]
 
 
 def canonical_units() -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import polars as pl
 
-from cart_etl.stage.staging import plausibility
+from cart_etl.mappings import plausibility
 
 # Column -> expectation specs per staged table; bounds come from plausibility.yaml.
 SUITES: dict[str, list[tuple[str, dict[str, Any]]]] = {

@@ -70,14 +70,6 @@ _RULES: tuple[Rule, ...] = (
         "check for a missing decimal point or a wrong sign in the source system and re-export",
     ),
     Rule(
-        "measurement.value.alert_range",
-        "vitals/labs",
-        "value",
-        "warning",
-        "the value lies outside the clinical alert range (kept, flagged)",
-        "none needed if clinically plausible; review extreme values",
-    ),
-    Rule(
         "oxygen.device.known",
         "oxygen",
         "device_code",
@@ -191,14 +183,6 @@ _RULES += (
         "quarantine",
         "tocilizumab dose / infusion weight <= 20 mg/kg",
         "check the weight and the dose unit",
-    ),
-    Rule(
-        "drug.alert.label",
-        "drugs",
-        "dose",
-        "warning",
-        "tocilizumab above 800 mg or 8 mg/kg (12 mg/kg < 30 kg), below 2 mg/kg, or repeated within 8 h; steroid/G-CSF above alert dose (kept, flagged)",
-        "none needed if intended; the paper reports up to 6 doses",
     ),
 )
 

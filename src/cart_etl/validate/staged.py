@@ -14,7 +14,7 @@ import polars as pl
 from pandera.api.polars.types import PolarsData
 from pandera.engines.polars_engine import DateTime
 
-from cart_etl.stage.staging import plausibility
+from cart_etl.mappings import plausibility
 
 
 def _hard_range_ok(item_col: str, value_col: str) -> pl.Expr:
@@ -247,49 +247,6 @@ class StgDrug(pa.DataFrameModel):
             | over_max
         )
         return data.lazyframe.select(ok.fill_null(True))
-
-
-def drug_alerts(df: pl.DataFrame) -> pl.DataFrame:
-    """Label-limit flags kept on accepted doses (crs_grading.md §5); rows are never dropped.
-
-    ``alert`` lists, comma-separated: ``above_label_max`` (> 800 mg tocilizumab),
-    ``above_label_mg_per_kg`` (> 8.4 mg/kg at >= 30 kg, > 12.6 mg/kg below), ``low_mg_per_kg``
-    (< 2 mg/kg), ``interval_lt_8h`` (repeat tocilizumab sooner than 8 h), ``above_alert_dose``
-    (steroid/G-CSF single dose above the alert level).
-    """
-    spec = plausibility()["drugs"]
-    toci = spec["tocilizumab"]
-    is_toci = pl.col("drug") == "tocilizumab"
-    per_kg = pl.col("dose") / pl.col("weight_kg")
-    heavy = pl.col("weight_kg") >= 30
-    above_label_kg = (
-        pl.when(heavy)
-        .then(per_kg > toci["alert_mg_per_kg_above"]["weight_ge_30kg"])
-        .otherwise(per_kg > toci["alert_mg_per_kg_above"]["weight_lt_30kg"])
-    )
-    previous = pl.col("at").shift(1).over(["patient_key", "drug"], order_by="at")
-    hours_since = (pl.col("at") - previous).dt.total_minutes() / 60
-    alert_dose = pl.lit(False)
-    for drug, s in spec.items():
-        alert_dose = (
-            pl.when(pl.col("drug") == drug)
-            .then(pl.col("dose") > s["alert_per_dose"])
-            .otherwise(alert_dose)
-        )
-    flags = [
-        pl.when(is_toci & (pl.col("dose") > toci["alert_per_dose"])).then(
-            pl.lit("above_label_max")
-        ),
-        pl.when(is_toci & above_label_kg).then(pl.lit("above_label_mg_per_kg")),
-        pl.when(is_toci & (per_kg < 2)).then(pl.lit("low_mg_per_kg")),
-        pl.when(is_toci & (hours_since < toci["min_interval_h_alert"])).then(
-            pl.lit("interval_lt_8h")
-        ),
-        pl.when(~is_toci & alert_dose).then(pl.lit("above_alert_dose")),
-    ]
-    return df.with_columns(
-        alert=pl.concat_str(flags, separator=",", ignore_nulls=True).replace("", None)
-    )
 
 
 class StgVasopressor(pa.DataFrameModel):
