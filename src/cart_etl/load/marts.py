@@ -1,12 +1,23 @@
-"""Analysis marts (``schemas/marts.sql``): built in SQL from the staged derivations, checked."""
+"""Analysis marts (``schemas/marts.sql``): built in SQL from the staged derivations, checked.
+
+The invariants are declared once, in ``schemas/marts_invariants.yaml``: this module reads the
+declaration and generates the SQL checks (``check_invariants``); ``cart_etl.load.postload``
+generates the great-expectations suite from the same declaration.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import yaml
 
 from cart_etl.config import Settings
+from cart_etl.errors import ConfigurationError
 
 # Marts derived per patient bucket (staged as ``staging.d_<mart>``), in the order they are
 # built, each with the ORDER BY that makes its storage order deterministic.
@@ -70,65 +81,157 @@ def build_marts(con: duckdb.DuckDBPyConnection, schemas_dir: Path | None = None)
     )
 
 
-# Each invariant: (name, grain/rule it protects, SQL counting the violating rows).
-INVARIANTS: tuple[tuple[str, str, str], ...] = (
-    (
-        "patient.one_row_per_screened",
-        "marts.patient has one row per accepted register row",
-        "SELECT abs((SELECT count(*) FROM marts.patient) - (SELECT count(DISTINCT study_id) "
-        "FROM staging.demographics))",
-    ),
-    (
-        "patient.included_iff_no_exclusion",
-        "is_included exactly when exclusion_reason is NULL; included patients were infused",
-        "SELECT count(*) FROM marts.patient WHERE is_included <> (exclusion_reason IS NULL) "
-        "OR (is_included AND NOT is_infused)",
-    ),
-    (
-        "patient.crs_grade_range",
-        "max_crs_grade in 0..4 (ASTCT; grade 5 = death, not derived)",
-        "SELECT count(*) FROM marts.patient WHERE max_crs_grade NOT BETWEEN 0 AND 4",
-    ),
-    (
-        "patient.followup_non_negative",
-        "os_days and pfs_days >= 0 and pfs_days <= os_days",
-        "SELECT count(*) FROM marts.patient WHERE os_days < 0 OR pfs_days < 0 "
-        "OR pfs_days > os_days",
-    ),
-    (
-        "crs_episode.non_overlapping",
-        "episodes of one patient do not overlap and durations are >= 0",
-        "SELECT count(*) FROM (SELECT onset_at, end_at, lag(end_at) OVER "
-        "(PARTITION BY person_id ORDER BY episode_number) AS prev_end FROM marts.crs_episode) "
-        "WHERE onset_at <= prev_end OR end_at < onset_at",
-    ),
-    (
-        "crs_episode.matches_patient",
-        "the patient's max CRS grade equals the max over its CRS episodes",
-        "SELECT count(*) FROM marts.patient p JOIN (SELECT person_id, max(max_grade) AS g "
-        "FROM marts.crs_episode WHERE is_crs GROUP BY person_id) e USING (person_id) "
-        "WHERE p.max_crs_grade IS NOT NULL AND p.max_crs_grade <> e.g",
-    ),
-    (
-        "treatment.toci_matches_patient",
-        "toci_doses equals the tocilizumab rows of marts.treatment",
-        "SELECT count(*) FROM marts.patient p LEFT JOIN (SELECT person_id, count(*) AS n FROM "
-        "marts.treatment WHERE drug = 'tocilizumab' GROUP BY person_id) t USING (person_id) "
-        "WHERE p.is_infused AND p.toci_doses <> coalesce(t.n, 0)",
-    ),
-    (
-        "treatment.dose_non_negative",
-        "normalised doses are >= 0",
-        "SELECT count(*) FROM marts.treatment WHERE dose < 0",
-    ),
-    (
-        "consort.adds_up",
-        "screened = infused + not infused; infused = exclusions + analysed; analysed = groups",
-        "SELECT (SELECT count(*) FROM marts.patient WHERE is_infused) <> "
-        "(SELECT count(*) FROM marts.patient WHERE is_included OR exclusion_reason IN "
-        "('followup_lt_28d', 'data_lost'))",
-    ),
-)
+INVARIANTS_FILE = "marts_invariants.yaml"
+
+# Declared test -> (required, optional) arguments besides name, reason and sql_only.
+COLUMN_TESTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "not_null": (frozenset(), frozenset()),
+    "unique": (frozenset(), frozenset()),
+    "accepted_values": (frozenset({"values"}), frozenset()),
+    "accepted_range": (frozenset(), frozenset({"min_value", "max_value"})),
+}
+TABLE_TESTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "unique_combination_of_columns": (frozenset({"combination_of_columns"}), frozenset()),
+    "column_pair_greater_than": (frozenset({"column_A", "column_B"}), frozenset({"or_equal"})),
+    "relationships": (frozenset({"columns", "to"}), frozenset()),
+    "expression_is_true": (frozenset({"expression"}), frozenset()),
+    "violating_rows": (frozenset({"query"}), frozenset()),
+}
+# Tests no GX expectation can express on one pandas batch: the declaration says why.
+SQL_ONLY_TESTS = frozenset({"relationships", "expression_is_true", "violating_rows"})
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Invariant:
+    """One declared test of a mart: what it checks (``test`` + ``args``) and why (``reason``)."""
+
+    name: str
+    table: str
+    test: str
+    reason: str
+    args: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    sql_only: str | None = None  # why GX does not run it (None: GX runs it too)
+
+    @property
+    def column(self) -> str:
+        return str(self.args["column"])
+
+    @property
+    def sql(self) -> str:
+        """A query whose single value is the number of rows violating the invariant."""
+        t, a = f"marts.{self.table}", self.args
+        if self.test == "not_null":
+            return f"SELECT count(*) FROM {t} WHERE {self.column} IS NULL"
+        if self.test in ("unique", "unique_combination_of_columns"):
+            cols = [self.column] if self.test == "unique" else list(a["combination_of_columns"])
+            present = " AND ".join(f"{c} IS NOT NULL" for c in cols)
+            return (
+                f"SELECT count(*) FROM (SELECT count(*) OVER (PARTITION BY {', '.join(cols)}) "
+                f"AS n FROM {t} WHERE {present}) WHERE n > 1"
+            )
+        if self.test == "accepted_values":
+            values = ", ".join(_literal(v) for v in a["values"])
+            return f"SELECT count(*) FROM {t} WHERE {self.column} NOT IN ({values})"
+        if self.test == "accepted_range":
+            outside = [f"{self.column} < {_literal(a['min_value'])}"] if "min_value" in a else []
+            if "max_value" in a:
+                outside.append(f"{self.column} > {_literal(a['max_value'])}")
+            return f"SELECT count(*) FROM {t} WHERE {' OR '.join(outside)}"
+        if self.test == "column_pair_greater_than":
+            op = "<" if a.get("or_equal", True) else "<="
+            return f"SELECT count(*) FROM {t} WHERE {a['column_A']} {op} {a['column_B']}"
+        if self.test == "relationships":
+            cols = list(a["columns"])
+            present = " AND ".join(f"c.{c} IS NOT NULL" for c in cols)
+            match = " AND ".join(f"p.{c} = c.{c}" for c in cols)
+            return (
+                f"SELECT count(*) FROM {t} c WHERE {present} AND NOT EXISTS "
+                f"(SELECT 1 FROM marts.{a['to']} p WHERE {match})"
+            )
+        if self.test == "expression_is_true":
+            return f"SELECT count(*) FROM {t} WHERE NOT ({a['expression']})"
+        return f"SELECT count(*) FROM ({a['query']})"  # violating_rows
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigurationError(f"Invariant value {value!r} is not a string or a number.")
+    return "'" + value.replace("'", "''") + "'" if isinstance(value, str) else repr(value)
+
+
+def _one_test(entry: Any, where: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(entry, Mapping) and len(entry) == 1:
+        ((test, spec),) = entry.items()
+        if isinstance(spec, Mapping):
+            return str(test), dict(spec)
+    raise ConfigurationError(
+        f"{where}: a test is written `- <test>: {{name: ..., reason: ...}}`, got {entry!r}."
+    )
+
+
+def _invariant(
+    table: str,
+    entry: Any,
+    kinds: dict[str, tuple[frozenset[str], frozenset[str]]],
+    column: str | None,
+    model_sql_only: str | None,
+) -> Invariant:
+    where = f"{INVARIANTS_FILE}, model {table}" + (f", column {column}" if column else "")
+    test, spec = _one_test(entry, where)
+    if test not in kinds:
+        raise ConfigurationError(
+            f"{where}: unknown test {test!r} here.", fix=f"use one of {', '.join(kinds)}."
+        )
+    name, reason = spec.pop("name", None), spec.pop("reason", None)
+    sql_only = spec.pop("sql_only", None) or model_sql_only
+    if not isinstance(name, str) or not name.startswith(f"{table}.") or not reason:
+        raise ConfigurationError(
+            f"{where}: test {test} needs a name '{table}.<what>' and a one-line reason."
+        )
+    required, optional = kinds[test]
+    unknown, missing = set(spec) - required - optional, required - set(spec)
+    if unknown or missing or (test == "accepted_range" and not spec):
+        raise ConfigurationError(
+            f"{where}: {name}: arguments {sorted(spec)} do not fit {test}.",
+            fix=f"give {sorted(required) or sorted(optional)}.",
+        )
+    if test in SQL_ONLY_TESTS and not sql_only:
+        raise ConfigurationError(
+            f"{where}: {name}: {test} has no GX expectation.", fix="say why in `sql_only`."
+        )
+    names = [column] if column else []
+    names += [spec[k] for k in ("column_A", "column_B", "to") if k in spec]
+    names += list(spec.get("combination_of_columns", ())) + list(spec.get("columns", ()))
+    if not all(isinstance(n, str) and _IDENTIFIER.fullmatch(n) for n in names):
+        raise ConfigurationError(f"{where}: {name}: {names} are not all column/table names.")
+    if column:
+        spec["column"] = column
+    return Invariant(name, table, test, str(reason), spec, sql_only)
+
+
+def load_invariants(schemas_dir: Path | None = None) -> tuple[Invariant, ...]:
+    """Every test declared in ``schemas/marts_invariants.yaml``, in declaration order."""
+    path = (schemas_dir or Settings().schemas_dir) / INVARIANTS_FILE
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    out: list[Invariant] = []
+    for model in doc.get("models", []):
+        table, sql_only = model["name"], model.get("sql_only")
+        for col in model.get("columns", []):
+            for entry in col.get("tests", []):
+                out.append(_invariant(table, entry, COLUMN_TESTS, col["name"], sql_only))
+        for entry in model.get("tests", []):
+            out.append(_invariant(table, entry, TABLE_TESTS, None, sql_only))
+    names = [i.name for i in out]
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise ConfigurationError(f"{INVARIANTS_FILE}: test names used twice: {dupes}.")
+    return tuple(out)
+
+
+# The declaration, and the SQL check generated from each test: (name, reason, SQL counting
+# the violating rows).
+DECLARED: tuple[Invariant, ...] = load_invariants()
+INVARIANTS: tuple[tuple[str, str, str], ...] = tuple((i.name, i.reason, i.sql) for i in DECLARED)
 
 
 def check_invariants(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
