@@ -32,8 +32,8 @@ def site(export_dir: Path, *, validate: bool) -> dict[str, Any]:
     """
     from cart_etl.config import Settings
     from cart_etl.extract.contract import RawBatch
-    from cart_etl.extract.site_mapping import load_site_mapping
-    from cart_etl.extract.tabular import extract_site_export
+    from cart_etl.extract.site.export import extract_site_export
+    from cart_etl.extract.site.parse import load_site_mapping
     from cart_etl.pipeline import validate_site
 
     start = time.perf_counter()
@@ -67,7 +67,7 @@ def site(export_dir: Path, *, validate: bool) -> dict[str, Any]:
 
 
 def fhir(ndjson_dir: Path, mode: str) -> dict[str, Any]:
-    from cart_etl.extract.fhir import extract_fhir
+    from cart_etl.extract.fhir.extract import extract_fhir
 
     start = time.perf_counter()
     stream = extract_fhir(ndjson_dir, mode="strict" if mode == "strict" else "fast")

@@ -139,7 +139,7 @@ def extract(source: Source, mappings: Mappings, settings: Settings) -> Plan:
         SourceError: the export (or database) cannot be read.
     """
     if source.fhir:
-        from cart_etl.extract.fhir import extract_fhir, load_fhir_mapping
+        from cart_etl.extract.fhir.extract import extract_fhir, load_fhir_mapping
 
         ctx, values = context_from_fhir(settings.site_timezone, mappings)
         fhir_mapping = load_fhir_mapping(mappings.path("fhir/default.yaml"))
@@ -151,9 +151,9 @@ def extract(source: Source, mappings: Mappings, settings: Settings) -> Plan:
 
         rows = _input_rows(Path(source.location), bytes_per_row=600)
         return Plan(source, mappings, stream, ctx, values, rows, True, notes)
-    from cart_etl.extract.site_mapping import load_site_mapping
-    from cart_etl.extract.sql import extract_sql
-    from cart_etl.extract.tabular import extract_site_export
+    from cart_etl.extract.readers.sql import extract_sql
+    from cart_etl.extract.site.export import extract_site_export
+    from cart_etl.extract.site.parse import load_site_mapping
 
     assert mappings.site_file is not None  # Mappings.open resolved the site
     site_mapping = load_site_mapping(mappings.site_file, mappings.root)

@@ -14,9 +14,10 @@ import polars as pl
 import pytest
 
 from cart_etl.extract.contract import RawBatch, Rejected
-from cart_etl.extract.site_mapping import FileSpec, SiteMapping, load_site_mapping
-from cart_etl.extract.sql import load_site_export_into_sqlite
-from cart_etl.extract.tabular import extract_site_export
+from cart_etl.extract.readers.sql import load_site_export_into_sqlite
+from cart_etl.extract.site.export import extract_site_export
+from cart_etl.extract.site.parse import load_site_mapping, parse_site_mapping
+from cart_etl.extract.site.spec import FileSpec, SiteMapping
 from cart_etl.synth.generate import generate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +73,27 @@ def copy_export(source: Path, target: Path) -> Path:
     """A writable copy of an export directory."""
     shutil.copytree(source, target)
     return target
+
+
+def mini_mapping(tmp_path: Path, encoding: str = "utf-8", layout: str = "flat") -> SiteMapping:
+    """A one-file site: MRN, time and a free-text note into infusion.product."""
+    raw = {
+        "site": "mini",
+        "timezone": "UTC",
+        "files": {
+            "notes.csv": {
+                "encoding": encoding,
+                "patient_key": "MRN",
+                "columns": {
+                    "MRN": {"field": "demographics.mrn"},
+                    "时间": {"field": "infusion.at"},
+                    "备注": {"field": "infusion.product"},
+                    "姓名": {"field": "demographics.name"},
+                },
+            }
+        },
+    }
+    return parse_site_mapping(raw, tmp_path / "mini.yaml")
 
 
 @pytest.fixture(scope="session")

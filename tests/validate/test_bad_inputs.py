@@ -36,10 +36,12 @@ from typer.testing import CliRunner
 
 from cart_etl.cli import app
 from cart_etl.errors import FailureCase
-from cart_etl.extract import fhir, tabular
 from cart_etl.extract.contract import RawBatch, Rejected
-from cart_etl.extract.site_mapping import SiteMapping, load_site_mapping
-from cart_etl.extract.tabular import source_row
+from cart_etl.extract.fhir import extract as fhir
+from cart_etl.extract.site import mapper as tabular
+from cart_etl.extract.site.mapper import source_row
+from cart_etl.extract.site.parse import load_site_mapping
+from cart_etl.extract.site.spec import SiteMapping
 from cart_etl.pipeline import validate_site
 from cart_etl.synth.generate import generate
 from cart_etl.validate.rules import RULES

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cart_etl.cli import app
-from cart_etl.extract.site_mapping import load_site_mapping
-from cart_etl.extract.sql import load_site_export_into_sqlite
+from cart_etl.extract.readers.sql import load_site_export_into_sqlite
+from cart_etl.extract.site.parse import load_site_mapping
 from cart_etl.pipeline import validate_site
 from cart_etl.validate.report import write_report
 

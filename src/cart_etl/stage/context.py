@@ -10,13 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cart_etl.extract.site_mapping import (
-    FileSpec,
-    ItemSpec,
-    SiteMapping,
-    local_system,
-    normalize_key,
-)
+from cart_etl.extract.site.spec import FileSpec, ItemSpec, SiteMapping, local_system, normalize_key
 from cart_etl.mappings import Mappings, active
 from cart_etl.stage.staging import DateFormats, StagingContext, ValueMaps
 

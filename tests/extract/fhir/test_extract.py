@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from cart_etl.errors import ConfigurationError, MappingError, SourceError
 from cart_etl.extract.contract import PROVENANCE, RawBatch, Rejected, columns_of
-from cart_etl.extract.fhir import (
+from cart_etl.extract.fhir.extract import (
     RULE_INVALID,
     RULE_MISSING_SUBJECT,
     RULE_NO_OUTPUT,
@@ -37,7 +37,7 @@ from cart_etl.synth import fhir_export as fx
 from cart_etl.synth.generate import generate
 from tests.extract.conftest import collect
 
-CASES = Path(__file__).resolve().parents[1] / "cases"
+CASES = Path(__file__).resolve().parents[2] / "cases"
 LOINC, RXNORM, SNOMED = fx.LOINC, fx.RXNORM, fx.SNOMED
 
 
@@ -349,7 +349,7 @@ def test_12_missing_or_unresolvable_subject_is_rejected() -> None:
 def test_13_excluded_statuses_are_rejected_with_a_reason_stopped_is_kept(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="cart_etl.extract.fhir"):
+    with caplog.at_level(logging.INFO, logger="cart_etl.extract.fhir.extract"):
         result = run(CASES / "bundle_entered_in_error.json")
     excluded = {r.row: r for r in result.rejected}
     assert set(excluded) == {
@@ -559,7 +559,7 @@ def test_26_directory_with_bundles_and_ndjson_reads_both_and_warns(
     shutil.copy(CASES / "bundle_bp_panel.json", tmp_path / "a.json")
     (tmp_path / "sub").mkdir()
     shutil.copy(CASES / "ndjson_gzipped.ndjson.gz", tmp_path / "sub" / "b.ndjson.gz")
-    with caplog.at_level(logging.WARNING, logger="cart_etl.extract.fhir"):
+    with caplog.at_level(logging.WARNING, logger="cart_etl.extract.fhir.extract"):
         result = run(tmp_path)
     assert "both bundles and NDJSON" in caplog.text
     assert result.report.files == ["a.json", "sub/b.ndjson.gz"]

@@ -7,29 +7,17 @@ import dataclasses
 import re
 import shutil
 import unicodedata
-from datetime import date, datetime, time
-from decimal import Decimal
 from pathlib import Path
 
-import openpyxl
 import polars as pl
 import pytest
 
 from cart_etl.errors import MappingError, SourceError
-from cart_etl.extract.contract import ENTITIES, RawBatch, Rejected, columns_of
-from cart_etl.extract.site_mapping import SiteMapping, parse_site_mapping
-from cart_etl.extract.tabular import (
-    RULE_EMPTY_ROW,
-    RULE_MISSING_PATIENT_KEY,
-    RULE_NO_VALUES,
-    RULE_RAGGED_ROW,
-    RULE_UNKNOWN_ITEM,
-    cell_text,
-    extract_site_export,
-    iter_raw_chunks,
-    map_source_frame,
-    source_row,
-)
+from cart_etl.extract.contract import ENTITIES, columns_of
+from cart_etl.extract.readers.files import iter_raw_chunks
+from cart_etl.extract.site.export import extract_site_export
+from cart_etl.extract.site.mapper import RULE_NO_VALUES, RULE_UNKNOWN_ITEM
+from cart_etl.extract.site.spec import SiteMapping
 from tests.extract.conftest import (
     CASES,
     WIDE_EXPORT,
@@ -40,6 +28,7 @@ from tests.extract.conftest import (
 )
 
 FLOWSHEET = "vitals_flowsheet.csv"
+
 ISO_SECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
 
 
@@ -226,21 +215,7 @@ def test_10_wrong_encoding_names_byte_line_and_encoding(
     assert "files.patients.csv.encoding" in (err.value.fix or "")
 
 
-def test_11_decode_error_in_a_later_block_names_its_line(
-    tianjin_export: Path, tianjin_mapping: SiteMapping, tmp_path: Path
-) -> None:
-    spec = tianjin_mapping.files["patients.csv"]
-    lines = (tianjin_export / "patients.csv").read_bytes().split(b"\r\n")
-    lines[40] = lines[40].decode("gb18030").encode("utf-8")  # one row saved as UTF-8
-    path = tmp_path / "patients.csv"
-    path.write_bytes(b"\r\n".join(lines))
-    with pytest.raises(SourceError, match=r"\(line 41\)") as err:
-        list(iter_raw_chunks(path, spec, 10, block_bytes=512))
-    offset = int(re.search(r"byte offset (\d+)", str(err.value))[1])  # type: ignore[index]
-    assert path.read_bytes()[:offset].count(b"\n") == 40
-
-
-def test_12_header_without_a_mapped_column_is_a_mapping_error(
+def test_11_header_without_a_mapped_column_is_a_mapping_error(
     tianjin_export: Path, tianjin_mapping: SiteMapping, tmp_path: Path
 ) -> None:
     export = copy_export(tianjin_export, tmp_path / "export")
@@ -253,7 +228,7 @@ def test_12_header_without_a_mapped_column_is_a_mapping_error(
     assert "Columns found: '住院号', '记录时间', '项目', '结果'" in text
 
 
-def test_13_unknown_items_are_rejected_with_the_fix(
+def test_12_unknown_items_are_rejected_with_the_fix(
     tianjin_export: Path, tianjin_mapping: SiteMapping, tmp_path: Path
 ) -> None:
     export = copy_export(tianjin_export, tmp_path / "export")
@@ -282,7 +257,7 @@ def test_13_unknown_items_are_rejected_with_the_fix(
     assert oxygen.select("row", "device_code", "flow_unit").rows() == [("5", "鼻导管 3L/min", None)]
 
 
-def test_14_small_chunks_and_blocks_give_the_same_frames(
+def test_13_small_chunks_and_blocks_give_the_same_frames(
     tianjin_extracted: Extracted, tianjin_export: Path, tianjin_mapping: SiteMapping
 ) -> None:
     small = collect(extract_site_export(tianjin_export, tianjin_mapping, chunk_rows=997))
@@ -297,73 +272,7 @@ def test_14_small_chunks_and_blocks_give_the_same_frames(
         assert cut.equals(whole), name
 
 
-def _mini_mapping(tmp_path: Path, encoding: str = "utf-8", layout: str = "flat") -> SiteMapping:
-    """A one-file site: MRN, time and a free-text note into infusion.product."""
-    raw = {
-        "site": "mini",
-        "timezone": "UTC",
-        "files": {
-            "notes.csv": {
-                "encoding": encoding,
-                "patient_key": "MRN",
-                "columns": {
-                    "MRN": {"field": "demographics.mrn"},
-                    "时间": {"field": "infusion.at"},
-                    "备注": {"field": "infusion.product"},
-                    "姓名": {"field": "demographics.name"},
-                },
-            }
-        },
-    }
-    return parse_site_mapping(raw, tmp_path / "mini.yaml")
-
-
-def test_15_quoted_delimiters_and_line_breaks_survive_block_cuts(tmp_path: Path) -> None:
-    mapping = _mini_mapping(tmp_path, encoding="gb18030")
-    notes = [f'多行,备注 {i}\r\n第二行 "引号"' for i in range(40)]
-    body = "".join(
-        f'M{i:03d},2021-01-01 08:{i:02d},"{n.replace(chr(34), chr(34) * 2)}",张三\r\n'
-        for i, n in enumerate(notes)
-    )
-    (tmp_path / "notes.csv").write_bytes(("MRN,时间,备注,姓名\r\n" + body).encode("gb18030"))
-    spec = mapping.files["notes.csv"]
-    for block in (64, 257, 1 << 20):
-        frame = pl.concat(
-            c.frame for c in iter_raw_chunks(tmp_path / "notes.csv", spec, 7, block_bytes=block)
-        )
-        assert frame["备注"].to_list() == notes, block
-        assert frame["__row__"].to_list() == [str(i) for i in range(1, 41)]
-
-
-def test_16_ragged_blank_and_keyless_rows_are_rejected_not_dropped(tmp_path: Path) -> None:
-    mapping = _mini_mapping(tmp_path)
-    (tmp_path / "notes.csv").write_text(
-        "MRN,时间,备注,姓名\n"
-        "M1,2021-01-01,ok,张三\n"
-        "M2,2021-01-02,too,many,cells,李四\n"
-        ",,,\n"
-        ",2021-01-03,no key,王五\n"
-        'M5,2021-01-05,"",赵六\n',
-        encoding="utf-8",
-    )
-    extracted = collect(extract_site_export(tmp_path, mapping))
-    infusion = extracted.frames["infusion"]
-    assert infusion.select("row", "patient_key", "product").rows() == [
-        ("1", "M1", "ok"),
-        ("5", "M5", None),  # a quoted empty cell is missing, like an unquoted one
-    ]
-    rejected = {r.row: r for r in extracted.rejected}
-    assert {row: r.rule_id for row, r in rejected.items()} == {
-        "2": RULE_RAGGED_ROW,
-        "3": RULE_EMPTY_ROW,
-        "4": RULE_MISSING_PATIENT_KEY,
-    }
-    assert rejected["2"].value == "6 fields"  # cells are not echoed (one is a name)
-    assert "李四" not in rejected["2"].message
-    assert "MRN" in rejected["4"].message
-
-
-def test_17_the_english_wide_site_extracts_into_the_same_canonical_frames(
+def test_14_the_english_wide_site_extracts_into_the_same_canonical_frames(
     wide_mapping: SiteMapping, tianjin_extracted: Extracted
 ) -> None:
     extracted = collect(extract_site_export(WIDE_EXPORT, wide_mapping))
@@ -425,120 +334,7 @@ def test_17_the_english_wide_site_extracts_into_the_same_canonical_frames(
             assert not frame[column].is_in(["Alice Thornbury", "Bernard Okafor"]).any()
 
 
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [
-        (datetime(2020, 5, 18, 3, 50), "2020-05-18T03:50:00"),
-        (datetime(2020, 5, 18, 3, 50, 1, 250_000), "2020-05-18T03:50:01.250"),
-        (date(2020, 5, 18), "2020-05-18"),
-        (time(8, 30), "08:30:00"),
-        (43969.159722, "43969.159722"),
-        (45.0, "45"),
-        (1e-07, "0.0000001"),
-        (7, "7"),
-        (True, "TRUE"),
-        (Decimal("38.60"), "38.60"),
-        ("", None),
-        (" x ", " x "),
-        (None, None),
-    ],
-)
-def test_18_native_cells_are_rendered_as_text(value: object, text: str | None) -> None:
-    assert cell_text(value) == text
-
-
-def test_19_the_mapper_alone_places_every_row(tianjin_mapping: SiteMapping) -> None:
-    spec = tianjin_mapping.files[FLOWSHEET]
-    frame = pl.DataFrame(
-        {
-            "__row__": ["1", "2", "3"],
-            "住院号": ["A", "A", None],
-            "记录时间": ["t1", "t2", "t3"],
-            "项目": ["吸氧方式", "体温", "体温"],
-            "结果": ["未吸氧", "37.0", "37.1"],
-            "单位": [None, "℃", "℃"],
-        }
-    )
-    out = map_source_frame(frame, spec, tianjin_mapping, "src", "f.csv")
-    batches = [o for o in out if isinstance(o, RawBatch)]
-    rejected = [o for o in out if isinstance(o, Rejected)]
-    assert [(b.entity, b.frame.height, b.input_rows) for b in batches] == [
-        ("vitals", 1, 1),
-        ("oxygen", 1, 1),
-    ]
-    assert [(r.row, r.rule_id) for r in rejected] == [("3", RULE_MISSING_PATIENT_KEY)]
-    assert batches[0].frame["source"].to_list() == ["src"]
-    assert source_row("12:Temp") == "12"
-
-
-def test_20_title_lines_above_the_header_are_skipped(tmp_path: Path) -> None:
-    raw = {
-        "site": "pre",
-        "timezone": "UTC",
-        "files": {
-            "notes.csv": {
-                "header_row": 3,
-                "patient_key": "MRN",
-                "columns": {"MRN": "demographics.mrn", "备注": "infusion.product"},
-            }
-        },
-    }
-    mapping = parse_site_mapping(raw, tmp_path / "pre.yaml")
-    (tmp_path / "notes.csv").write_bytes(
-        'HIS export 2024-01-01\r\n"title", with quotes\r\nMRN,备注\r\nM1,a\r\nM2,b\r\n'.encode()
-    )
-    infusion = collect(extract_site_export(tmp_path, mapping)).frames["infusion"]
-    assert infusion.select("row", "patient_key", "product").rows() == [
-        ("1", "M1", "a"),
-        ("2", "M2", "b"),
-    ]
-
-
-def test_21_xlsx_rows_blank_ragged_and_missing_sheet(tmp_path: Path) -> None:
-    raw = {
-        "site": "xl",
-        "timezone": "UTC",
-        "files": {
-            "mar.xlsx": {
-                "sheet": "MAR",
-                "patient_key": "MRN",
-                "columns": {
-                    "MRN": "demographics.mrn",
-                    "given": "drugs[].at",
-                    "dose": "drugs[].dose",
-                },
-            }
-        },
-    }
-    mapping = parse_site_mapping(raw, tmp_path / "xl.yaml")
-    workbook = openpyxl.Workbook()
-    sheet = workbook.active
-    sheet.title = "MAR"
-    for row in (
-        ["MRN", "given", "dose"],
-        ["M1", datetime(2021, 3, 2, 9, 15), "400mg"],
-        [None, None, None],  # a blank row between data rows is a data row (rejected)
-        ["M2", 44258.385417, 8],
-        ["M3", "2021/03/04 09:00:00", "1g", "extra"],
-        [None, None, None],  # trailing blank rows are not data
-    ):
-        sheet.append(row)
-    workbook.save(tmp_path / "mar.xlsx")
-    extracted = collect(extract_site_export(tmp_path, mapping))
-    assert extracted.frames["drugs"].select("row", "patient_key", "at", "dose").rows() == [
-        ("1", "M1", "2021-03-02T09:15:00", "400mg"),
-        ("3", "M2", "44258.385417", "8"),
-    ]
-    assert [(r.row, r.rule_id) for r in extracted.rejected] == [
-        ("2", RULE_EMPTY_ROW),
-        ("4", RULE_RAGGED_ROW),
-    ]
-    wrong = dataclasses.replace(mapping.files["mar.xlsx"], sheet="给药记录")
-    with pytest.raises(SourceError, match="no sheet '给药记录'; sheets found: MAR"):
-        list(iter_raw_chunks(tmp_path / "mar.xlsx", wrong, 100))
-
-
-def test_22_a_database_mapping_is_refused_by_the_file_extractor(
+def test_15_a_database_mapping_is_refused_by_the_file_extractor(
     wide_mapping: SiteMapping, tmp_path: Path
 ) -> None:
     tables = dataclasses.replace(wide_mapping, kind="sql")

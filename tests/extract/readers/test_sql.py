@@ -19,14 +19,16 @@ from cart_etl.errors import (
     SourceError,
     SourceUnavailableError,
 )
-from cart_etl.extract.site_mapping import SiteMapping, parse_site_mapping
-from cart_etl.extract.sql import (
+from cart_etl.extract.readers.sql import (
     _unavailable,
     extract_sql,
     load_site_export_into_sqlite,
     redact_url,
 )
-from cart_etl.extract.tabular import RULE_UNKNOWN_ITEM, extract_site_export
+from cart_etl.extract.site.export import extract_site_export
+from cart_etl.extract.site.mapper import RULE_UNKNOWN_ITEM
+from cart_etl.extract.site.parse import parse_site_mapping
+from cart_etl.extract.site.spec import SiteMapping
 from tests.extract.conftest import CASES, Extracted, collect, copy_export, count_data_rows
 
 FLOWSHEET = "vitals_flowsheet.csv"

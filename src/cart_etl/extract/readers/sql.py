@@ -20,18 +20,10 @@ from cart_etl.errors import (
     SourceUnavailableError,
 )
 from cart_etl.extract.contract import ExtractStream
-from cart_etl.extract.site_mapping import FileSpec, SiteMapping
-from cart_etl.extract.tabular import (
-    ROW_COLUMN,
-    cell_text,
-    iter_raw_chunks,
-    map_source_frame,
-    needed_columns,
-    number_rows,
-    read_header,
-    resolve_columns,
-    unique_names,
-)
+from cart_etl.extract.readers.cells import ROW_COLUMN, cell_text, number_rows, unique_names
+from cart_etl.extract.readers.files import iter_raw_chunks, read_header
+from cart_etl.extract.site.mapper import map_source_frame, needed_columns, resolve_columns
+from cart_etl.extract.site.spec import FileSpec, SiteMapping
 
 __all__ = [
     "SQL_SOURCE_PREFIX",
@@ -67,9 +59,6 @@ def _scrub(text: str, url: URL | None) -> str:
     """A driver message without the URL's password, should the driver echo it."""
     password = url.password if url is not None else None
     return text.replace(str(password), _MASK) if password else text
-
-
-# --- connecting ----------------------------------------------------------------------------------
 
 
 def _engine(url: str) -> tuple[Engine, URL]:
@@ -127,9 +116,6 @@ def _unavailable(exc: BaseException, url: URL, shown: str) -> SourceUnavailableE
         fix="check that the database is running and reachable and the credentials are "
         "right; the run can be retried.",
     )
-
-
-# --- tables --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,9 +212,6 @@ def _frame(rows: Sequence[Sequence[object]], names: Sequence[str], first_row: in
     return number_rows(pl.DataFrame(columns), first_row)
 
 
-# --- extraction ----------------------------------------------------------------------------------
-
-
 def extract_sql(url: str, mapping: SiteMapping, *, chunk_rows: int = 50_000) -> ExtractStream:
     """Stream a site's tables as canonical raw frames (same mapper as the file export).
 
@@ -291,9 +274,6 @@ def _table_batches(
                 yield from map_source_frame(frame, table.spec, mapping, source, table.spec.table)
     except DBAPIError as exc:
         raise _unavailable(exc, url, shown) from exc
-
-
-# --- SQLite copy of a site export ----------------------------------------------------------------
 
 
 def load_site_export_into_sqlite(

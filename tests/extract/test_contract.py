@@ -18,10 +18,11 @@ import polars as pl
 import pytest
 
 from cart_etl.extract.contract import ENTITIES, PROVENANCE, RawBatch, Rejected, columns_of
-from cart_etl.extract.fhir import extract_fhir, load_fhir_mapping
-from cart_etl.extract.site_mapping import SiteMapping
-from cart_etl.extract.sql import extract_sql
-from cart_etl.extract.tabular import extract_site_export, source_row
+from cart_etl.extract.fhir.extract import extract_fhir, load_fhir_mapping
+from cart_etl.extract.readers.sql import extract_sql
+from cart_etl.extract.site.export import extract_site_export
+from cart_etl.extract.site.mapper import source_row
+from cart_etl.extract.site.spec import SiteMapping
 from tests.extract.conftest import WIDE_EXPORT, count_data_rows
 
 

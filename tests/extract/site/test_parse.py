@@ -1,4 +1,4 @@
-"""Site mapping loader: typed specs, extraction plans, and errors that name file, key and fix."""
+"""Site mapping loader: typed specs, and errors that name file, key and fix."""
 
 from __future__ import annotations
 
@@ -11,16 +11,12 @@ import pytest
 import yaml
 
 from cart_etl.errors import ConfigurationError, MappingError
-from cart_etl.extract.contract import ENTITY_COLUMNS
-from cart_etl.extract.site_mapping import (
-    SiteMapping,
-    load_site_mapping,
-    normalize_key,
-    parse_site_mapping,
-)
+from cart_etl.extract.site.parse import load_site_mapping, parse_site_mapping
+from cart_etl.extract.site.spec import SiteMapping, normalize_key
 from tests.extract.conftest import CASES, MAPPINGS
 
 TIANJIN_YAML = MAPPINGS / "sites" / "tianjin_ref.yaml"
+
 FLOWSHEET = "vitals_flowsheet.csv"
 
 
@@ -28,12 +24,6 @@ FLOWSHEET = "vitals_flowsheet.csv"
 def tianjin_raw() -> dict[str, Any]:
     """The reference mapping as parsed YAML, to derive broken variants from."""
     return yaml.safe_load(TIANJIN_YAML.read_text(encoding="utf-8"))
-
-
-def _assigns(mapping: SiteMapping, file: str, entity: str) -> dict[str, str | None]:
-    """canonical column -> source column (or constant) of one output."""
-    output = next(o for o in mapping.files[file].outputs if o.entity == entity)
-    return {a.column: a.source or a.literal for a in output.assigns}
 
 
 def test_01_reference_mapping_loads_by_name(tianjin_mapping: SiteMapping) -> None:
@@ -78,49 +68,7 @@ def test_02_items_are_routed_after_nfkc_and_strip(tianjin_mapping: SiteMapping) 
     assert flowsheet.find_item("呼吸频率") is None
 
 
-def test_03_plans_locate_values_without_interpreting_them(tianjin_mapping: SiteMapping) -> None:
-    system = "local:tianjin_ref:vitals_flowsheet.csv:"
-    assert _assigns(tianjin_mapping, FLOWSHEET, "vitals") == {
-        "at": "记录时间",
-        "item_code": "项目",
-        "item_system": system + "项目",
-        "value": "结果",
-        "unit": "单位",
-    }
-    # The charted oxygen text goes whole into device_code; the flow is parsed downstream.
-    # The routing item is kept too, so a padded item name is still reported by validation.
-    assert _assigns(tianjin_mapping, FLOWSHEET, "oxygen") == {
-        "at": "记录时间",
-        "item_code": "项目",
-        "device_code": "结果",
-        "device_system": system + "结果",
-        "flow_unit": "单位",
-    }
-    assert _assigns(tianjin_mapping, "mar.xlsx", "drugs")["drug_system"] == (
-        "local:tianjin_ref:mar.xlsx:药品名称"
-    )
-    assert _assigns(tianjin_mapping, "patients.csv", "demographics")["study_id"] == "研究编号"
-
-
-def test_04_names_and_mrns_are_never_entity_columns(tianjin_mapping: SiteMapping) -> None:
-    register = tianjin_mapping.files["patients.csv"]
-    assert register.columns["姓名"].role == "private"
-    assert register.columns["住院号"].role == "patient_key"
-    for spec in tianjin_mapping.files.values():
-        sources = {a.source for o in spec.outputs for a in o.assigns}
-        assert "姓名" not in sources
-        assert spec.patient_key not in sources
-
-
-def test_05_every_mapped_column_is_used_by_an_output(tianjin_mapping: SiteMapping) -> None:
-    for spec in tianjin_mapping.files.values():
-        sources = {a.source for o in spec.outputs for a in o.assigns}
-        for name, column in spec.columns.items():
-            if column.role in {"value", "unit"} and any(t.column for t in column.targets.values()):
-                assert name in sources, f"{spec.name}: {name} is mapped but never extracted"
-
-
-def test_06_unknown_site_lists_the_available_ones() -> None:
+def test_03_unknown_site_lists_the_available_ones() -> None:
     with pytest.raises(ConfigurationError) as err:
         load_site_mapping("tianjin", MAPPINGS)
     text = str(err.value)
@@ -130,7 +78,7 @@ def test_06_unknown_site_lists_the_available_ones() -> None:
         load_site_mapping(CASES / "no_such_mapping.yaml", MAPPINGS)
 
 
-def test_07_unknown_entity_names_file_key_path_and_fix() -> None:
+def test_04_unknown_entity_names_file_key_path_and_fix() -> None:
     with pytest.raises(MappingError) as err:
         load_site_mapping(CASES / "mapping_unknown_entity.yaml", MAPPINGS)
     text = str(err.value)
@@ -167,6 +115,7 @@ def _delete(path: str) -> Callable[[dict[str, Any]], None]:
 
 
 FS = f"files/{FLOWSHEET}"
+
 BROKEN: dict[str, tuple[Callable[[dict[str, Any]], None], str, str]] = {
     "column names no canonical column": (
         _set("files/cart_infusion.csv/columns/批号/field", "infusion.lot_no"),
@@ -254,7 +203,7 @@ BROKEN: dict[str, tuple[Callable[[dict[str, Any]], None], str, str]] = {
 
 
 @pytest.mark.parametrize("case", list(BROKEN), ids=list(BROKEN))
-def test_08_broken_mappings_name_the_key_path_and_fix(
+def test_05_broken_mappings_name_the_key_path_and_fix(
     case: str, tianjin_raw: dict[str, Any], tmp_path: Path
 ) -> None:
     mutate, where, problem = BROKEN[case]
@@ -272,7 +221,7 @@ def test_08_broken_mappings_name_the_key_path_and_fix(
     assert err.value.fix
 
 
-def test_09_invalid_yaml_and_non_mappings_are_mapping_errors(tmp_path: Path) -> None:
+def test_06_invalid_yaml_and_non_mappings_are_mapping_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("site: x\nfiles: [\n", encoding="utf-8")
     with pytest.raises(MappingError, match=r"bad\.yaml: invalid YAML"):
@@ -281,34 +230,12 @@ def test_09_invalid_yaml_and_non_mappings_are_mapping_errors(tmp_path: Path) -> 
         parse_site_mapping(["not", "a", "mapping"], tmp_path / "list.yaml")
 
 
-def test_10_wide_layout_plans_one_record_per_item(wide_mapping: SiteMapping) -> None:
-    spec = wide_mapping.files["vitals_wide.csv"]
-    assert spec.layout == "wide"
-    assert [o.item for o in spec.outputs] == ["Temp", "SBP", "DBP", "HR", "SpO2", "O2"]
-    temp = {a.column: a for a in spec.outputs[0].assigns}
-    assert temp["value"].source == "Temp"
-    assert temp["unit"].source == "Temp unit"  # units printed in their own column
-    assert (temp["item_code"].literal, temp["item_system"].literal) == (
-        "Temp",
-        "local:example_wide_en:vitals_wide.csv:Temp",
-    )
-    sbp = {a.column: a for a in spec.outputs[1].assigns}
-    assert (sbp["unit"].literal, sbp["unit"].when) == ("mmHg", "SBP")  # fixed unit
-    oxygen = spec.outputs[-1]
-    assert oxygen.entity == "oxygen"
-    assert oxygen.present == ("O2 device", "O2 flow (L/min)")
-    assigns = {a.column: a for a in oxygen.assigns}
-    assert assigns["device_code"].source == "O2 device"
-    assert assigns["flow_l_min"].source == "O2 flow (L/min)"
-    assert (assigns["flow_unit"].literal, assigns["flow_unit"].when) == ("L/min", "O2 flow (L/min)")
-    assert wide_mapping.files["patients.csv"].columns["full_name"].role == "private"
-
-
 def _wide_raw() -> dict[str, Any]:
     return yaml.safe_load((MAPPINGS / "sites" / "example_wide_en.yaml").read_text("utf-8"))
 
 
 WIDE = "files/vitals_wide.csv"
+
 BROKEN_WIDE: dict[str, tuple[Callable[[dict[str, Any]], None], str, str]] = {
     "column charts an unlisted item": (
         _set(f"{WIDE}/columns/HR/item", "Pulse"),
@@ -349,7 +276,7 @@ BROKEN_WIDE: dict[str, tuple[Callable[[dict[str, Any]], None], str, str]] = {
 
 
 @pytest.mark.parametrize("case", list(BROKEN_WIDE), ids=list(BROKEN_WIDE))
-def test_11_broken_wide_mappings_name_the_key_path(case: str, tmp_path: Path) -> None:
+def test_07_broken_wide_mappings_name_the_key_path(case: str, tmp_path: Path) -> None:
     mutate, where, problem = BROKEN_WIDE[case]
     raw = _wide_raw()
     mutate(raw)
@@ -359,7 +286,7 @@ def test_11_broken_wide_mappings_name_the_key_path(case: str, tmp_path: Path) ->
     assert problem in str(err.value)
 
 
-def test_12_a_database_site_uses_the_same_specs_under_tables(tmp_path: Path) -> None:
+def test_08_a_database_site_uses_the_same_specs_under_tables(tmp_path: Path) -> None:
     raw = _wide_raw()
     raw["source"] = {"kind": "sql"}
     raw["tables"] = {}
@@ -376,29 +303,3 @@ def test_12_a_database_site_uses_the_same_specs_under_tables(tmp_path: Path) -> 
     raw["tables"]["labs"]["encoding"] = "utf-8"
     with pytest.raises(MappingError, match=r"tables\.labs\.encoding: a database table has no"):
         parse_site_mapping(raw, tmp_path / "db.yaml")
-
-
-def test_13_every_canonical_entity_is_reachable_from_a_field() -> None:
-    # Each entity column can be named in a field (coded ones by their short name).
-    raw = {
-        "site": "all",
-        "timezone": "UTC",
-        "files": {
-            f"{entity}.csv": {
-                "patient_key": "mrn",
-                "columns": {
-                    "mrn": "demographics.mrn",
-                    **{
-                        col: f"{entity}[].{col.removesuffix('_code')}"
-                        for col in columns
-                        if not col.endswith("_system")
-                    },
-                },
-            }
-            for entity, columns in ENTITY_COLUMNS.items()
-        },
-    }
-    mapping = parse_site_mapping(raw, Path("all.yaml"))
-    for entity, columns in ENTITY_COLUMNS.items():
-        (output,) = mapping.files[f"{entity}.csv"].outputs
-        assert {a.column for a in output.assigns} == set(columns)

@@ -1,0 +1,1 @@
+"""Site deliveries (files or tables) as a site mapping (``mappings/sites/<site>.yaml``) says."""
