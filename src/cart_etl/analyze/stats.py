@@ -7,13 +7,14 @@ docstring) or with an independent implementation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
+from statsmodels.stats.inter_rater import cohens_kappa
+from statsmodels.stats.multitest import multipletests
 
 from cart_etl.analyze.exact import fisher_freeman_halton
 
@@ -155,22 +156,16 @@ def principled_categorical(table: Sequence[Sequence[int]]) -> TestResult:
 
 
 def bonferroni(p_values: Sequence[float]) -> list[float]:
-    """Bonferroni adjustment: min(1, m x p) over the m tests (R ``p.adjust(p, "bonferroni")``)."""
-    m = len(p_values)
-    return [min(1.0, m * p) for p in p_values]
+    """Bonferroni adjustment: min(1, m x p) over the m tests (R ``p.adjust(p, "bonferroni")``;
+    statsmodels ``multipletests(method="bonferroni")``)."""
+    return [float(p) for p in multipletests(p_values, method="bonferroni")[1]]
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm step-down adjustment (R ``p.adjust(p, "holm")``): sort ascending, multiply the
-    k-th smallest by (m - k + 1), enforce monotonicity with a running maximum, cap at 1."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
+    """Holm step-down adjustment (R ``p.adjust(p, "holm")``; statsmodels ``multipletests(
+    method="holm")``): sort ascending, multiply the k-th smallest by (m - k + 1), enforce
+    monotonicity with a running maximum, cap at 1."""
+    return [float(p) for p in multipletests(p_values, method="holm")[1]]
 
 
 def paper_adjusted(p_values: Sequence[float]) -> list[float]:
@@ -180,28 +175,22 @@ def paper_adjusted(p_values: Sequence[float]) -> list[float]:
 
 
 def weighted_kappa(confusion: Sequence[Sequence[int]], weights: str = "linear") -> float:
-    """Cohen's weighted κ for ordered categories (Cohen 1968).
+    """Cohen's weighted κ for ordered categories (Cohen 1968), statsmodels ``cohens_kappa``.
 
     κ_w = 1 - Σ w_ij o_ij / Σ w_ij e_ij with disagreement weights w_ij = |i - j| / (k - 1)
-    (linear) or ((i - j) / (k - 1))² (quadratic); o = observed, e = expected from the
-    margins. Matches ``sklearn.metrics.cohen_kappa_score(weights=...)`` and R
-    ``irr::kappa2(weight="equal"|"squared")``.
+    (``wt="linear"``) or ((i - j) / (k - 1))² (``wt="quadratic"``) over the category
+    positions 0..k-1; o = observed, e = expected from the margins. Equals
+    ``sklearn.metrics.cohen_kappa_score(weights=...)`` and R ``irr::kappa2(weight="equal"|
+    "squared")``. When every rating falls in one and the same category the expected
+    disagreement is 0 and κ is 1 (statsmodels would divide by zero).
     """
     obs = np.asarray(confusion, dtype=float)
     k = obs.shape[0]
     if obs.shape != (k, k) or k < 2:
         raise ValueError("weighted κ needs a square confusion table of at least 2 x 2.")
-    idx = np.arange(k)
-    diff = np.abs(idx[:, None] - idx[None, :]) / (k - 1)
-    if weights == "linear":
-        w = diff
-    elif weights == "quadratic":
-        w = diff**2
-    else:
+    if weights not in ("linear", "quadratic"):
         raise ValueError("weights must be 'linear' or 'quadratic'.")
-    n = obs.sum()
-    exp = np.outer(obs.sum(axis=1), obs.sum(axis=0)) / n
-    denom = float((w * exp).sum())
-    if math.isclose(denom, 0.0):
+    nonzero = np.flatnonzero(obs)
+    if len(nonzero) == 1 and obs.flat[nonzero[0]] == np.trace(obs):
         return 1.0
-    return 1.0 - float((w * obs).sum()) / denom
+    return float(cohens_kappa(obs, wt=weights, return_results=False))
