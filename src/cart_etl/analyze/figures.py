@@ -1,7 +1,7 @@
 """Figures 1-4 of Zhou et al. 2025 redrawn from the marts (matplotlib, Agg canvas, no pyplot).
 
 Each ``figure_*`` function takes already computed results and returns a matplotlib
-``Figure``; ``write_figures`` saves them as PNG.
+``Figure``; ``save`` writes one as PNG (``report`` draws all four).
 """
 
 from __future__ import annotations

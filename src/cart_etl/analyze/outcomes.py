@@ -248,7 +248,11 @@ class CytokineChange:
 
 def cytokine_changes(con: duckdb.DuckDBPyConnection) -> dict[str, CytokineChange]:
     """Per cytokine: monitored patients, how many fell, paired Wilcoxon signed-rank test."""
-    series = cytokine_series(con)
+    return cytokine_changes_from(cytokine_series(con))
+
+
+def cytokine_changes_from(series: pd.DataFrame) -> dict[str, CytokineChange]:
+    """``cytokine_changes`` of an already read ``cohort.cytokine_series`` frame."""
     out = {}
     for item in CYTOKINES:
         pairs = before_after(series, item)

@@ -1,10 +1,13 @@
 """`cart-etl report`: report.html (one self-contained file), report.md, report.json and
-figures/*.png from a store's marts. Opens with published vs reproduced."""
+figures/*.png from a store's marts. Opens with published vs reproduced.
+
+This module assembles the report (sections, figures, machine-readable results) from one
+``results.Results``, so every result is computed once; ``render`` writes it as HTML,
+Markdown and JSON.
+"""
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,32 +19,22 @@ import duckdb
 import orjson
 import pandas as pd
 
-from cart_etl.analyze import figures, outcomes
-from cart_etl.analyze.agreement import Agreement, agreement
-from cart_etl.analyze.cohort import (
-    CYTOKINE_LABELS,
-    GROUP_NON_TOCI,
-    GROUP_TOCI,
-    analysed_details,
-    analysed_patients,
-    consort_counts,
-    cytokine_series,
-    require_marts,
-)
+from cart_etl.analyze import figures
+from cart_etl.analyze.agreement import Agreement
+from cart_etl.analyze.cohort import CYTOKINE_LABELS, GROUP_NON_TOCI, GROUP_TOCI, require_marts
+from cart_etl.analyze.inconsistencies import Explanation, explain_inconsistencies
 from cart_etl.analyze.published import (
     Comparison,
-    Explanation,
-    explain_inconsistencies,
+    load_published,
     published_vs_reproduced,
     status_counts,
 )
-from cart_etl.analyze.regression import LogitResult, logistic_models
-from cart_etl.analyze.survival import GROUP_LABELS, SurvivalResult, fmt_days, survival
-from cart_etl.analyze.table2 import fmt_median_range, table2
-
-TITLE = "Reproduction of Zhou et al., Front. Immunol. 2025;16:1530623"
-DOI = "10.3389/fimmu.2025.1530623"
-Table = tuple[list[str], list[list[str]]]  # header, rows (already formatted)
+from cart_etl.analyze.regression import LogitResult
+from cart_etl.analyze.render import Table, render_html, render_json, render_markdown
+from cart_etl.analyze.results import Results
+from cart_etl.analyze.survival import GROUP_LABELS, SurvivalResult, fmt_days
+from cart_etl.analyze.table2 import fmt_median_range
+from cart_etl.load.duckdb_store import connect
 
 
 @dataclass
@@ -160,12 +153,12 @@ def _table2_section(frame: pd.DataFrame) -> Section:
     return sec
 
 
-def _figure2_section(con: duckdb.DuckDBPyConnection, data: dict[str, Any]) -> Section:
-    mrd = outcomes.mrd_negative_cr(con)
-    inf = outcomes.serious_infection(con)
-    dur = outcomes.crs_duration(con)
-    g_t, g_n, g_test = outcomes.gcsf(con)
-    resp = outcomes.response_counts(con)
+def _figure2_section(res: Results, data: dict[str, Any]) -> Section:
+    mrd = res.mrd
+    inf = res.infection
+    dur = res.crs_duration
+    g_t, g_n, g_test = res.gcsf
+    resp = res.response
     sec = Section("Figure 2. Efficacy and safety", figures=["figure2.png"])
     sec.paragraphs.append(
         f"Day-28 MRD-negative CR: {mrd.toci.n}/{mrd.toci.denominator} "
@@ -229,8 +222,8 @@ def _figure2_section(con: duckdb.DuckDBPyConnection, data: dict[str, Any]) -> Se
     return sec
 
 
-def _figure3_section(con: duckdb.DuckDBPyConnection, data: dict[str, Any]) -> Section:
-    changes = outcomes.cytokine_changes(con)
+def _figure3_section(res: Results, data: dict[str, Any]) -> Section:
+    changes = res.cytokine_changes
     sec = Section("Figure 3. Cytokines around the first tocilizumab dose", figures=["figure3.png"])
     sec.paragraphs.append(
         "Rule (README): the last sample before the first tocilizumab dose vs the first sample "
@@ -344,54 +337,58 @@ def _agreement_section(a: Agreement, data: dict[str, Any]) -> Section:
     return sec
 
 
-def build_report(con: duckdb.DuckDBPyConnection, out_dir: Path, store: str = "") -> Report:
-    """Compute every result, write the figures under ``out_dir/figures`` and return the
-    report content (``write_report`` renders it)."""
-    require_marts(con)
-    fig_dir = out_dir / "figures"
-    data: dict[str, Any] = {}
-    comparisons = published_vs_reproduced(con)
-    counts = status_counts(comparisons)
-    explanations = explain_inconsistencies(con)
-    t2 = table2(con)
-    flow = consort_counts(con)
-    surv = survival(con)
-    patients = analysed_patients(con)
-    details = analysed_details(con)
-    figures.save(figures.figure_consort(flow), fig_dir / "figure1.png")
+def _write_figures(res: Results, fig_dir: Path) -> None:
+    """figures/figure1.png ... figure4.png from the computed results."""
+    patients = res.patients
+    figures.save(figures.figure_consort(res.consort), fig_dir / "figure1.png")
     figures.save(
         figures.figure_efficacy_safety(
-            outcomes.response_counts(con),
-            outcomes.mrd_negative_cr(con),
+            res.response,
+            res.mrd,
             patients[patients["max_crs_grade"] >= 1],
-            outcomes.crs_duration(con),
-            outcomes.serious_infection(con),
-            details,
-            outcomes.gcsf(con)[2].p,
+            res.crs_duration,
+            res.infection,
+            res.details,
+            res.gcsf[2].p,
         ),
         fig_dir / "figure2.png",
     )
     figures.save(
-        figures.figure_cytokines(cytokine_series(con), outcomes.cytokine_changes(con)),
+        figures.figure_cytokines(res.cytokine_series, res.cytokine_changes),
         fig_dir / "figure3.png",
     )
-    figures.save(figures.figure_survival(surv), fig_dir / "figure4.png")
+    figures.save(figures.figure_survival(res.survival), fig_dir / "figure4.png")
+
+
+def build_report(con: duckdb.DuckDBPyConnection, out_dir: Path, store: str = "") -> Report:
+    """Compute every result once, write the figures under ``out_dir/figures`` and return the
+    report content (``write_report`` renders it)."""
+    require_marts(con)
+    res = Results(con)
+    published = load_published()
+    comparisons = published_vs_reproduced(res, published)
+    counts = status_counts(comparisons)
+    explanations = explain_inconsistencies(res, published)
+    _write_figures(res, out_dir / "figures")
+    flow = res.consort
     flow_sec = Section("Figure 1. Study flow", figures=["figure1.png"])
     flow_sec.tables.append(
         ("marts.consort", (["box", "patients"], [[k, str(v)] for k, v in flow.items()]))
     )
-    data["consort"] = flow
-    data["table2"] = orjson.loads(t2.to_json(orient="records"))
+    data: dict[str, Any] = {
+        "consort": flow,
+        "table2": orjson.loads(res.table2.to_json(orient="records")),
+    }
     sections = [
         _comparison_section(comparisons, counts),
         _inconsistency_section(explanations),
-        _table2_section(t2),
+        _table2_section(res.table2),
         flow_sec,
-        _figure2_section(con, data),
-        _figure3_section(con, data),
-        _figure4_section(surv, data),
-        _regression_section(logistic_models(con), data),
-        _agreement_section(agreement(con), data),
+        _figure2_section(res, data),
+        _figure3_section(res, data),
+        _figure4_section(res.survival, data),
+        _regression_section(res.logistic_models, data),
+        _agreement_section(res.agreement, data),
     ]
     return Report(
         store=store,
@@ -402,140 +399,6 @@ def build_report(con: duckdb.DuckDBPyConnection, out_dir: Path, store: str = "")
         inconsistencies=explanations,
         data=data,
     )
-
-
-# ---- rendering ---------------------------------------------------------------------------
-
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
-color:#222;line-height:1.45;padding:0 1em}
-h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:2em}
-table{border-collapse:collapse;font-size:.82em;margin:.6em 0}
-th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
-th{background:#f3f3f3}
-td.exact{background:#e8f5e9}td.within-tolerance{background:#fffde7}
-td.differs{background:#ffebee}td.not-reproducible{background:#eeeeee}
-.summary span{display:inline-block;margin-right:1em;padding:2px 8px;border-radius:4px}
-img{max-width:100%;border:1px solid #eee}
-"""
-
-
-def _md_inline(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def _html_inline(text: str) -> str:
-    escaped = html.escape(text)
-    parts = escaped.split("**")
-    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def _html_table(caption: str, table: Table) -> str:
-    header, rows = table
-    status_col = header.index("status") if "status" in header else -1
-    out = ["<table>"]
-    if caption:
-        out.append(f"<caption>{html.escape(caption)}</caption>")
-    out.append(
-        "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>"
-    )
-    out.append("<tbody>")
-    for row in rows:
-        cells = []
-        for i, v in enumerate(row):
-            cls = f' class="{v.replace(" ", "-")}"' if i == status_col else ""
-            cells.append(f"<td{cls}>{html.escape(v)}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
-
-
-def render_html(report: Report, fig_dir: Path) -> str:
-    """One self-contained HTML page (figures embedded as base64 PNG, no script)."""
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8"/>',
-        f"<title>{html.escape(TITLE)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(TITLE)}</h1>",
-        f"<p>doi:{DOI} · store: <code>{html.escape(report.store)}</code> · generated "
-        f"{html.escape(report.generated_at)} by cart-etl report</p>",
-        '<p class="summary">'
-        + "".join(
-            f'<span class="{s.replace(" ", "-")}">{html.escape(s)}: {n}</span>'
-            for s, n in report.summary.items()
-        )
-        + "</p>",
-    ]
-    for sec in report.sections:
-        parts.append(f"<section><h2>{html.escape(sec.title)}</h2>")
-        parts += [f"<p>{_html_inline(p)}</p>" for p in sec.paragraphs]
-        for name in sec.figures:
-            b64 = base64.b64encode((fig_dir / name).read_bytes()).decode("ascii")
-            parts.append(
-                f'<figure><img alt="{html.escape(sec.title)}" src="data:image/png;base64,{b64}"/>'
-                f"<figcaption>{html.escape(name)}</figcaption></figure>"
-            )
-        parts += [_html_table(c, t) for c, t in sec.tables]
-        parts.append("</section>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def _md_table(caption: str, table: Table) -> str:
-    header, rows = table
-    lines = [f"*{caption}*", ""] if caption else []
-    lines.append("| " + " | ".join(_md_inline(h) for h in header) + " |")
-    lines.append("|" + "---|" * len(header))
-    lines += ["| " + " | ".join(_md_inline(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def render_markdown(report: Report) -> str:
-    """The same report as Markdown (figures linked from figures/)."""
-    parts = [
-        f"# {TITLE}",
-        "",
-        f"doi:{DOI} · store: `{report.store}` · generated {report.generated_at}",
-        "",
-        "Summary: " + ", ".join(f"{n} {s}" for s, n in report.summary.items()),
-    ]
-    for sec in report.sections:
-        parts += ["", f"## {sec.title}", ""]
-        for p in sec.paragraphs:
-            parts += [p, ""]
-        for name in sec.figures:
-            parts += [f"![{sec.title}](figures/{name})", ""]
-        for c, t in sec.tables:
-            parts += [_md_table(c, t), ""]
-    return "\n".join(parts).rstrip() + "\n"
-
-
-def _clean(obj: Any) -> Any:
-    """Replace non-finite floats by None and numpy scalars by Python numbers (valid JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, str):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def render_json(report: Report) -> bytes:
-    """Machine-readable report: summary, every comparison, explanations and results."""
-    doc = {
-        "title": TITLE,
-        "doi": DOI,
-        "store": report.store,
-        "generated_at": report.generated_at,
-        "summary": report.summary,
-        "published_vs_reproduced": [asdict(c) for c in report.comparisons],
-        "known_inconsistencies": [asdict(e) for e in report.inconsistencies],
-        "results": report.data,
-    }
-    return orjson.dumps(_clean(doc), option=orjson.OPT_INDENT_2)
 
 
 @dataclass(frozen=True)
@@ -565,3 +428,16 @@ def write_report(
     paths.markdown.write_text(render_markdown(report), encoding="utf-8")
     paths.json.write_bytes(render_json(report))
     return report, paths
+
+
+def report_store(store: Path, out_dir: Path) -> tuple[Report, ReportPaths]:
+    """Open the store file read-only and write its report under ``out_dir``.
+
+    Raises:
+        StoreError: the store cannot be opened or has no filled marts.
+    """
+    con = connect(store, read_only=True)
+    try:
+        return write_report(con, out_dir, store=str(store))
+    finally:
+        con.close()

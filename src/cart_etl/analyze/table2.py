@@ -180,8 +180,20 @@ def _test_cells(row: Table2Row) -> dict[str, object]:
     }
 
 
-def table2_frame(rows: list[Table2Row]) -> pd.DataFrame:
-    """The display frame: one line per row (categorical rows: a header line + one per level)."""
+def group_sizes(df: pd.DataFrame) -> dict[str, int]:
+    """Analysed patients per Table 2 column."""
+    return {
+        "total": len(df),
+        GROUP_TOCI: int((df["group"] == GROUP_TOCI).sum()),
+        GROUP_NON_TOCI: int((df["group"] == GROUP_NON_TOCI).sum()),
+    }
+
+
+def table2_frame(rows: list[Table2Row], patients: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The display frame: one line per row (categorical rows: a header line + one per level).
+
+    With the analysed ``patients``, ``frame.attrs["n"]`` holds the patients per column.
+    """
     lines: list[dict[str, object]] = []
     for row in rows:
         base = {"row_id": row.spec.id, "level": "", "characteristic": row.spec.label}
@@ -205,7 +217,10 @@ def table2_frame(rows: list[Table2Row]) -> pd.DataFrame:
     for col in ("p_published_test", "p_bonferroni", "p_holm", "p_paper_convention"):
         if col not in frame:
             frame[col] = np.nan
-    return frame.fillna({"published_test": "", "principled_test": "", "note": ""})
+    frame = frame.fillna({"published_test": "", "principled_test": "", "note": ""})
+    if patients is not None:
+        frame.attrs["n"] = group_sizes(patients)
+    return frame
 
 
 def table2(con: duckdb.DuckDBPyConnection, spec_path: Path | None = None) -> pd.DataFrame:
@@ -213,12 +228,4 @@ def table2(con: duckdb.DuckDBPyConnection, spec_path: Path | None = None) -> pd.
 
     ``frame.attrs["n"]`` holds the analysed patients per column.
     """
-    rows = table2_rows(con, spec_path)
-    frame = table2_frame(rows)
-    df = analysed_patients(con)
-    frame.attrs["n"] = {
-        "total": len(df),
-        GROUP_TOCI: int((df["group"] == GROUP_TOCI).sum()),
-        GROUP_NON_TOCI: int((df["group"] == GROUP_NON_TOCI).sum()),
-    }
-    return frame
+    return table2_frame(table2_rows(con, spec_path), analysed_patients(con))
