@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,6 +17,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cart_etl.errors import CartEtlError, ConfigurationError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from cart_etl.analyze.report import Report, ReportPaths
+    from cart_etl.pipeline import RunResult
+    from cart_etl.synth.generate import SynthSummary
 
 app = typer.Typer(
     name="cart-etl",
@@ -317,71 +325,65 @@ def demo(
     into WORKDIR/cart_etl.duckdb -> CONSORT flow, per-group summary -> `cart-etl report`
     into WORKDIR/report (published vs reproduced).
     """
-    from cart_etl.pipeline import Source, run, validate_site
-    from cart_etl.synth.generate import generate
-    from cart_etl.validate.report import write_report
+    from cart_etl.demo import run_demo
 
-    cohort = workdir / "cohort"
-    with _progress(quiet, 61, "synth") as progress:
-        task = progress.add_task("patients", total=61)
-        summary = generate(cohort, on_patient=lambda n: progress.update(task, completed=n))
-    if not quiet:
-        _print_synth_summary(
-            summary.out_dir, summary.patients, summary.calibrated, summary.defects, summary.files
-        )
-    _, result = validate_site(cohort / "site_export", "tianjin_ref", expectations=True)
-    html_path, _ = write_report(result, workdir / "validation")
-    s = result.to_json()["summary"]
-    if not quiet:
-        console.print(
-            f"site export validated: {s['rows_in']:,} rows, {s['rows_accepted']:,} accepted, "
-            f"{s['rows_quarantined']:,} quarantined, {s['warnings']:,} warnings "
-            f"(the injected defects) -> {html_path}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    store = workdir / "cart_etl.duckdb"
-    loaded = run(Source(str(cohort / "site_export"), "tianjin_ref"), store, force=True)
-    if not quiet:
-        _print_run(loaded)
-        _print_groups(store)
-    if loaded.exit_code:
-        raise typer.Exit(loaded.exit_code)
-    report_cmd(store=store, out=workdir / "report", quiet=quiet)
+    result = run_demo(workdir, _DemoPrinter(quiet), summarise_groups=not quiet)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
-def _print_groups(store: Path) -> None:
-    """Per-group summary of the analysed patients, straight from marts.patient."""
-    from cart_etl.load.duckdb_store import connect
+class _DemoPrinter:
+    """The ``demo.DemoObserver`` of the CLI: each step printed as its own command prints it."""
 
-    con = connect(store, read_only=True)
-    try:
-        rows = con.execute(
-            """
-            SELECT CASE WHEN is_toci THEN 'toci' ELSE 'no toci' END AS grp,
-                   count(*), median(age_years), count(*) FILTER (WHERE max_crs_grade >= 1),
-                   count(*) FILTER (WHERE max_crs_grade >= 3), median(crs_duration_days),
-                   count(*) FILTER (WHERE response_day28 = 'mrd_neg_cr'),
-                   count(*) FILTER (WHERE os_event)
-            FROM marts.patient WHERE is_included GROUP BY ALL ORDER BY grp DESC
-            """
-        ).fetchall()
-    finally:
-        con.close()
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    @contextmanager
+    def synthesising(self, patients: int) -> Iterator[Callable[[int], None]]:
+        with _progress(self.quiet, patients, "synth") as progress:
+            task = progress.add_task("patients", total=patients)
+            yield lambda n: progress.update(task, completed=n)
+
+    def synthesised(self, summary: SynthSummary) -> None:
+        if not self.quiet:
+            _print_synth_summary(
+                summary.out_dir,
+                summary.patients,
+                summary.calibrated,
+                summary.defects,
+                summary.files,
+            )
+
+    def validated(self, summary: dict[str, Any], html: Path) -> None:
+        if not self.quiet:
+            console.print(
+                f"site export validated: {summary['rows_in']:,} rows, "
+                f"{summary['rows_accepted']:,} accepted, {summary['rows_quarantined']:,} "
+                f"quarantined, {summary['warnings']:,} warnings (the injected defects) -> {html}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    def loaded(self, result: RunResult) -> None:
+        if not self.quiet:
+            _print_run(result)
+
+    def grouped(self, groups: pd.DataFrame) -> None:
+        _print_groups(groups)
+
+    def reported(self, report: Report, paths: ReportPaths) -> None:
+        _print_report(report, paths, self.quiet)
+
+
+def _print_groups(groups: pd.DataFrame) -> None:
+    """The per-group summary (``analyze.groups``) as a table; a missing median as None."""
+    import pandas as pd
+
     table = Table(title="Analysed patients by group (marts.patient)")
-    for col in (
-        "group",
-        "n",
-        "median age",
-        "CRS",
-        "CRS >= 3",
-        "median CRS days",
-        "MRD- CR",
-        "deaths",
-    ):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(*(str(v) for v in r))
+    for col in groups.columns:
+        table.add_column(str(col))
+    for row in groups.itertuples(index=False):
+        table.add_row(*("None" if pd.isna(v) else str(v) for v in row))
     console.print(table)
 
 
@@ -395,14 +397,13 @@ def report_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Reproduce the reference study from the store: report.html, .md, .json and figures."""
-    from cart_etl.analyze.report import write_report
-    from cart_etl.load.duckdb_store import connect
+    from cart_etl.analyze.report import report_store
 
-    con = connect(store, read_only=True)
-    try:
-        report, paths = write_report(con, out, store=str(store))
-    finally:
-        con.close()
+    report, paths = report_store(store, out)
+    _print_report(report, paths, quiet)
+
+
+def _print_report(report: Report, paths: ReportPaths, quiet: bool) -> None:
     if not quiet:
         counts = ", ".join(f"{n} {s}" for s, n in report.summary.items())
         console.print(f"published vs reproduced: {counts}", highlight=False, soft_wrap=True)
