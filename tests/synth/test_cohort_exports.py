@@ -1,9 +1,9 @@
 """Acceptance tests of issue #3 on the real generated reference cohort (61 patients, seed 2025).
 
-The writer unit tests (test_site_export.py, test_fhir_export.py) use hand-made records; these
-tests run on what ``cart-etl synth`` actually writes: the ``reference_cohort`` (defects on) and
-``clean_cohort`` (``--no-defects``) session fixtures of tests/conftest.py, plus one fresh run
-for determinism and one with another seed.
+The writer unit tests (tests/synth/site, tests/synth/fhir, tests/synth/defects) use hand-made
+records; these tests run on what ``cart-etl synth`` actually writes: the ``reference_cohort``
+(defects on) and ``clean_cohort`` (``--no-defects``) session fixtures of tests/conftest.py,
+plus one fresh run for determinism and one with another seed.
 
 Conventions of ``truth/defects.csv`` relied on here (``DefectRecord``): site-export rows are
 1-based data-row numbers of the *defective* file (header excluded); a ``duplicated_row``
@@ -31,26 +31,33 @@ from fhir.resources.R4B.bundle import Bundle
 from openpyxl import load_workbook
 from pydantic import ValidationError
 
-from cart_etl.synth import site_export as se
-from cart_etl.synth.calibrate import DATA_CUT
-from cart_etl.synth.defects import DEFECT_CATALOGUE, DefectRecord, nfkc_strip
-from cart_etl.synth.fhir_export import DEFECT_KINDS as FHIR_DEFECT_KINDS
-from cart_etl.synth.fhir_export import LOINC, STUDY_ID_SYSTEM
+from cart_etl.synth.calibrate.plan import DATA_CUT
+from cart_etl.synth.defects.catalogue import DEFECT_CATALOGUE, DefectRecord
+from cart_etl.synth.defects.fhir import DEFECT_KINDS as FHIR_DEFECT_KINDS
+from cart_etl.synth.defects.transforms import nfkc_strip
+from cart_etl.synth.fhir.codes import LOINC, STUDY_ID_SYSTEM
 from cart_etl.synth.generate import DEFECT_COLUMNS, generate
+from cart_etl.synth.site.cells import xlsx_cell_text
+from cart_etl.synth.site.layouts import DATE, LAYOUTS, MAR, MRN, NUM, RESULT, FileLayout
+from cart_etl.synth.vocab import (
+    CRP_ALT_UNIT,
+    FAHRENHEIT_UNIT,
+    MAR_SHEET,
+    OXYGEN_ITEM_NAME,
+    VITAL_ITEM_NAMES,
+    VITAL_UNIT_NAMES,
+)
 
 SEED = 2025
 PATIENTS = 61
 SITE = "site_export"
 FHIR = "fhir"
 MALFORMED, MISSING_SUBJECT = "fhir_malformed_resource", "fhir_missing_subject"
-TEMPERATURE_ITEM = se.VITAL_ITEM_NAMES["temp"]  # 体温
+TEMPERATURE_ITEM = VITAL_ITEM_NAMES["temp"]  # 体温
 TEMPERATURE_LOINC = "8310-5"
 FULLWIDTH = re.compile("[\uff01-\uff5e]")  # full-width ASCII variants: digits, letters, '－'...
 DECIMAL_COMMA = re.compile(r"\d,\d")
 CLEAN_DOSE = re.compile(r"\d+(\.\d+)?(mg|μg)")
-
-
-# --- readers -----------------------------------------------------------------------------------
 
 
 def _defects(root: Path) -> list[DefectRecord]:
@@ -60,12 +67,12 @@ def _defects(root: Path) -> list[DefectRecord]:
 
 def _read_site(path: Path, *, raw: bool = False) -> tuple[list[str], list[list[Any]]]:
     """Header and data rows of a site-export file; xlsx cells as DefectRecord text unless raw."""
-    layout = se.LAYOUTS[path.name]
-    if layout is se.MAR:
+    layout = LAYOUTS[path.name]
+    if layout is MAR:
         wb = load_workbook(path)
-        ws = wb[se.MAR_SHEET]
+        ws = wb[MAR_SHEET]
         rows: list[list[Any]] = [
-            list(row) if raw else [se.xlsx_cell_text(c) for c in row]
+            list(row) if raw else [xlsx_cell_text(c) for c in row]
             for row in ws.iter_rows(values_only=True)
         ]
         wb.close()
@@ -123,9 +130,6 @@ def _is_temperature(resource: dict[str, Any]) -> bool:
     )
 
 
-# --- site export, clean vs defective -----------------------------------------------------------
-
-
 @dataclass
 class SiteFile:
     """One site-export file of both cohorts and its defect records."""
@@ -164,21 +168,18 @@ def site_files(
     for d in reference_defects:
         if d.file.startswith(f"{SITE}/"):
             by_file[d.file.removeprefix(f"{SITE}/")].append(d)
-    assert set(by_file) <= set(se.LAYOUTS), sorted(by_file)
+    assert set(by_file) <= set(LAYOUTS), sorted(by_file)
     out: dict[str, SiteFile] = {}
-    for name in se.LAYOUTS:
+    for name in LAYOUTS:
         header, clean = _read_site(clean_cohort / SITE / name)
         dirty_header, dirty = _read_site(reference_cohort / SITE / name)
-        assert header == dirty_header == list(se.LAYOUTS[name].columns), name
+        assert header == dirty_header == list(LAYOUTS[name].columns), name
         out[name] = SiteFile(name, header, clean, dirty, by_file.get(name, []))
     return out
 
 
 def _fhir_records(defects: list[DefectRecord]) -> list[DefectRecord]:
     return [d for d in defects if d.file.startswith(f"{FHIR}/")]
-
-
-# --- 1. determinism ----------------------------------------------------------------------------
 
 
 def test_01_same_seed_is_byte_identical_other_seed_differs(
@@ -189,7 +190,7 @@ def test_01_same_seed_is_byte_identical_other_seed_differs(
     generate(again, patients=PATIENTS, seed=SEED, defects=True)
     files = _relative_files(reference_cohort)
     assert _relative_files(again) == files
-    assert {f"{SITE}/{name}" for name in se.LAYOUTS} <= set(files)
+    assert {f"{SITE}/{name}" for name in LAYOUTS} <= set(files)
     assert any(f.startswith(f"{FHIR}/bundles/") for f in files)
     assert any(f.startswith(f"{FHIR}/ndjson/") for f in files)
     differing = [
@@ -208,9 +209,6 @@ def test_01_same_seed_is_byte_identical_other_seed_differs(
         "truth/defects.csv",
     ):
         assert (other / name).read_bytes() != (reference_cohort / name).read_bytes(), name
-
-
-# --- 2. every defect is where truth/defects.csv says -------------------------------------------
 
 
 def test_02_every_defect_is_at_its_stated_place(
@@ -266,9 +264,6 @@ def test_02_every_defect_is_at_its_stated_place(
         assert _element_text(dirty, d.field) == d.injected_value, d
         assert _element_text(clean, d.field) == d.original_value, d
         assert d.injected_value != d.original_value, d
-
-
-# --- 3. nothing else differs -------------------------------------------------------------------
 
 
 def test_03_clean_and_defective_differ_only_at_listed_defects(
@@ -330,13 +325,10 @@ def test_03_clean_and_defective_differ_only_at_listed_defects(
         assert (clean_cohort / name).read_bytes() == (reference_cohort / name).read_bytes(), name
 
 
-# --- 4. --no-defects ---------------------------------------------------------------------------
-
-
-def _date_cells(layout: se.FileLayout, rows: list[list[Any]]) -> Iterator[tuple[Any, str]]:
+def _date_cells(layout: FileLayout, rows: list[list[Any]]) -> Iterator[tuple[Any, str]]:
     for row in rows:
         for value, role in zip(row, layout.roles, strict=True):
-            if role == se.DATE and value not in ("", None):
+            if role == DATE and value not in ("", None):
                 yield value, str(layout.datetime_format)
 
 
@@ -350,25 +342,25 @@ def test_04_no_defects_output_has_no_defect_signatures(clean_cohort: Path) -> No
     mrns = {row[1] for row in register}
     assert len(mrns) == len(register) == PATIENTS
     cut = datetime.combine(DATA_CUT, datetime.max.time())
-    for name, layout in se.LAYOUTS.items():
+    for name, layout in LAYOUTS.items():
         _, raw = _read_site(clean_cohort / SITE / name, raw=True)
-        rows = [[se.xlsx_cell_text(c) for c in row] for row in raw] if layout is se.MAR else raw
+        rows = [[xlsx_cell_text(c) for c in row] for row in raw] if layout is MAR else raw
         assert rows, name
         for row in rows:
             for cell, role, column in zip(row, layout.roles, layout.columns, strict=True):
                 where = (name, column, cell)
                 assert cell == cell.strip(), where  # trailing_space
                 assert not FULLWIDTH.search(cell), where  # fullwidth_chars
-                assert se.FAHRENHEIT_UNIT not in cell, where  # fahrenheit_temperature
-                assert se.CRP_ALT_UNIT not in cell, where  # crp_mg_dl
-                if role in (se.NUM, se.RESULT):
+                assert FAHRENHEIT_UNIT not in cell, where  # fahrenheit_temperature
+                assert CRP_ALT_UNIT not in cell, where  # crp_mg_dl
+                if role in (NUM, RESULT):
                     assert not DECIMAL_COMMA.search(cell), where  # decimal_comma
                     assert not cell.startswith("-"), where  # impossible_value (labs)
-                if role == se.MRN:
+                if role == MRN:
                     assert cell in mrns, where  # mrn_typo
         # excel_serial_date, mixed_date_format, timezone_less, future_date
         for value, fmt in _date_cells(layout, raw):
-            if layout is se.MAR:
+            if layout is MAR:
                 assert isinstance(value, datetime), (name, value)
                 when = value
             else:
@@ -382,10 +374,10 @@ def test_04_no_defects_output_has_no_defect_signatures(clean_cohort: Path) -> No
             for row in rows:
                 _, _, item, result, unit = row
                 if item == TEMPERATURE_ITEM:
-                    assert unit == se.VITAL_UNIT_NAMES["temp"], row
+                    assert unit == VITAL_UNIT_NAMES["temp"], row
                     assert 33.0 <= float(result) <= 43.0, row  # x10 / Fahrenheit
                 else:
-                    assert (unit == "") == (item == se.OXYGEN_ITEM_NAME), row  # missing_unit
+                    assert (unit == "") == (item == OXYGEN_ITEM_NAME), row  # missing_unit
         if name in ("lab_results.csv", "vasopressors.csv"):
             unit_col = layout.columns.index("单位")
             assert all(row[unit_col] != "" for row in rows), name  # missing_unit
@@ -410,9 +402,6 @@ def _all_resources(root: Path) -> Iterator[tuple[dict[str, Any], str]]:
             yield entry["resource"], f"{path.name} {entry['fullUrl']}"
 
 
-# --- 5. coverage and rate ----------------------------------------------------------------------
-
-
 def test_05_defect_kinds_and_rate(
     site_files: dict[str, SiteFile], reference_defects: list[DefectRecord]
 ) -> None:
@@ -431,9 +420,6 @@ def test_05_defect_kinds_and_rate(
     total = sum(len(sf.dirty) for sf in site_files.values())
     share = len(defective) / total
     assert 0.01 <= share <= 0.03, f"{len(defective)} of {total} rows = {share:.2%}"
-
-
-# --- 6. FHIR R4B validation --------------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -497,9 +483,6 @@ def test_06_fhir_validates_with_r4b_except_malformed(
             n_resources -= 1
     assert n_resources == 0  # bundles and NDJSON hold the same resources
     assert failed == malformed
-
-
-# --- 7. FHIR and site export describe the same patients ----------------------------------------
 
 
 def test_07_fhir_and_site_export_have_same_patients_and_temperatures(

@@ -14,20 +14,17 @@ import numpy as np
 import orjson
 
 from cart_etl.derive.assemble import PATIENT_COLUMNS
-from cart_etl.synth.calibrate import (
-    DATA_CUT,
-    ENROL_END,
-    ENROL_START,
-    PatientPlan,
-    _draw_outcome,
-    build_reference_cohort,
-    draw_patient_plan,
-)
-from cart_etl.synth.course import DEX_TO_MP, simulate
-from cart_etl.synth.defects import DefectRecord
-from cart_etl.synth.fhir_export import FhirWriter
+from cart_etl.synth.calibrate.cohort import build_reference_cohort
+from cart_etl.synth.calibrate.outcomes import draw_outcome
+from cart_etl.synth.calibrate.plan import DATA_CUT, ENROL_END, ENROL_START, PatientPlan
+from cart_etl.synth.calibrate.registry import draw_patient_plan
+from cart_etl.synth.course.episode import DEX_TO_MP
+from cart_etl.synth.course.record import simulate
+from cart_etl.synth.defects.catalogue import DefectRecord
+from cart_etl.synth.fhir.writer import FhirWriter
 from cart_etl.synth.model import ClinicalRecord
-from cart_etl.synth.site_export import SITE_NAME, SiteExportWriter
+from cart_etl.synth.site.writer import SiteExportWriter
+from cart_etl.synth.vocab import SITE_NAME
 
 REFERENCE_PATIENTS = 61
 # The truth has exactly the columns of marts.patient (minus person_id): one contract.
@@ -180,7 +177,7 @@ def registry_plans(patients: int, seed: int) -> Iterator[PatientPlan]:
         when = ENROL_START + timedelta(days=int(rng.integers(0, span)))
         plan.planned_date = when
         plan.infusion_date = when if plan.is_infused else None
-        _draw_outcome(rng, plan)
+        draw_outcome(rng, plan)
         yield plan
 
 

@@ -47,35 +47,8 @@ Drug = Literal[
 Vasopressor = Literal["norepinephrine", "dopamine", "epinephrine", "phenylephrine", "vasopressin"]
 Route = Literal["IV", "PO", "SC", "IT"]
 
-# Canonical (UCUM) units per item; writers may print local spellings.
-VITAL_UNITS: dict[str, str] = {
-    "temp": "Cel",
-    "sbp": "mm[Hg]",
-    "dbp": "mm[Hg]",
-    "hr": "/min",
-    "spo2": "%",
-}
-LAB_UNITS: dict[str, str] = {
-    "il6": "pg/mL",
-    "il10": "pg/mL",
-    "sil2r": "U/mL",
-    "tnf_alpha": "pg/mL",
-    "ifn_gamma": "pg/mL",
-    "crp": "mg/L",
-    "ferritin": "ng/mL",
-    "wbc": "10*9/L",
-    "anc": "10*9/L",
-    "plt": "10*9/L",
-    "hgb": "g/L",
-    "marrow_blasts": "%",
-}
-DRUG_UNITS: dict[str, str] = {
-    "tocilizumab": "mg",
-    "methylprednisolone": "mg",
-    "dexamethasone": "mg",
-    "prednisone": "mg",
-    "gcsf": "ug",
-}
+# Values are in canonical UCUM units per item (vocab.VITAL_UNITS, LAB_UNITS, DRUG_UNITS,
+# read from mappings/validation/plausibility.yaml); writers may print local spellings.
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +86,7 @@ class Infusion:
 
 @dataclass(frozen=True, slots=True)
 class VitalSign:
-    """One charted vital sign in canonical units (see VITAL_UNITS)."""
+    """One charted vital sign in canonical units (see vocab.VITAL_UNITS)."""
 
     at: datetime
     item: VitalItem
@@ -133,7 +106,7 @@ class OxygenCharting:
 
 @dataclass(frozen=True, slots=True)
 class LabResult:
-    """One laboratory result (specimen collection time), canonical units (LAB_UNITS)."""
+    """One laboratory result (specimen collection time), canonical units (vocab.LAB_UNITS)."""
 
     at: datetime
     test: LabTest
@@ -143,7 +116,7 @@ class LabResult:
 
 @dataclass(frozen=True, slots=True)
 class DrugAdministration:
-    """One administered dose (not an order), canonical unit (DRUG_UNITS)."""
+    """One administered dose (not an order), canonical unit (vocab.DRUG_UNITS)."""
 
     at: datetime
     drug: Drug

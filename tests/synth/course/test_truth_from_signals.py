@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cart_etl.synth.course import simulate
+from cart_etl.synth.course.record import simulate
 from cart_etl.synth.generate import TRUTH_COLUMNS, plans_for, truth_row
 from tests.synth import oracle
 
