@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cart_etl.derive import crs
-from cart_etl.derive.rules import crs_rules, derivation_rules, steroid_rules, toci_label
+from cart_etl.derive.rules import crs_rules
 from cart_etl.derive.timeline import derive_timeline
-from cart_etl.derive.treatment import derive_treatment
 
 TZ = "Asia/Shanghai"
 RULES = crs_rules()
@@ -253,28 +252,3 @@ def test_grade_is_monotone_in_each_input(dev_a, dev_b, pressors, hypotensive):
 
     assert grade(low, pressors) <= grade(high, pressors)
     assert grade(low, None) <= grade(low, pressors)
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    st.sampled_from(["methylprednisolone", "dexamethasone", "prednisone"]),
-    st.floats(0.5, 500),
-    st.floats(1, 5),
-)
-def test_mp_equivalent_is_linear_in_dose(drug, dose, k):
-    tl = timeline()
-
-    def mp(x: float) -> float:
-        t = derive_treatment(
-            drugs((30, drug, "IV", x)),
-            vaso(),
-            tl,
-            steroid_rules(),
-            toci_label(),
-            derivation_rules().drug_classes,
-            TZ,
-        )
-        return t.get_column("mp_equiv_mg").item()
-
-    assert mp(dose * k) == pytest.approx(k * mp(dose))
-    assert mp(dose) == pytest.approx(dose * steroid_rules().factors[drug])
