@@ -35,6 +35,12 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+SITE_HELP = (
+    "Site: a name (mappings/sites/<site>.yaml or mappings/sites/<site>/), or a site folder "
+    "anywhere holding site.yaml and rule overrides."
+)
+PROFILE_HELP = "Folder of FHIR rule overrides (fhir/*.yaml, validation/...) over mappings/."
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -172,15 +178,14 @@ def validate_cmd(
             help="Site export folder, or a SQLAlchemy URL (sqlite:///x.db, postgresql://...)."
         ),
     ] = None,
-    site: Annotated[
-        str | None, typer.Option(help="Site mapping name (mappings/sites/<site>.yaml).")
-    ] = None,
+    site: Annotated[str | None, typer.Option(help=SITE_HELP)] = None,
     fhir: Annotated[
         Path | None, typer.Option(help="FHIR R4 bundles and/or Bulk NDJSON (file or folder).")
     ] = None,
     fhir_mode: Annotated[
         str, typer.Option(help="fast (orjson, targeted fields) or strict (fhir.resources R4B).")
     ] = "fast",
+    fhir_profile: Annotated[Path | None, typer.Option(help=PROFILE_HELP)] = None,
     report: Annotated[
         Path, typer.Option(help="Folder for validation.html and validation.json.")
     ] = Path("validation_report"),
@@ -198,7 +203,7 @@ def validate_cmd(
 ) -> None:
     """Check an export before it is accepted (exit 0 clean, 1 quarantined/warnings, 2 fatal)."""
     from cart_etl.errors import ConfigurationError, SourceError
-    from cart_etl.pipeline import validate_fhir, validate_site
+    from cart_etl.pipeline import Source, validate_only
     from cart_etl.validate.report import write_report
 
     window = _study_window(study_window)
@@ -212,16 +217,17 @@ def validate_cmd(
                 f"{fhir} does not exist.",
                 fix="point --fhir at a bundle, an NDJSON file or their folder.",
             )
-        _, result = validate_fhir(
-            fhir, mode=fhir_mode, expectations=expectations, study_window=window
-        )
+        profile = str(fhir_profile) if fhir_profile else None
+        delivery = Source(str(fhir), fhir=True, fhir_mode=fhir_mode, fhir_profile=profile)
+        _, result = validate_only(delivery, expectations=expectations, study_window=window)
     elif source is None or site is None:
         raise ConfigurationError(
             "validate needs a source and its site mapping, or --fhir.",
             fix="run `cart-etl validate EXPORT --site NAME` or `cart-etl validate --fhir DIR`.",
         )
     else:
-        _, result = validate_site(source, site, expectations=expectations, study_window=window)
+        delivery = Source(source, site)
+        _, result = validate_only(delivery, expectations=expectations, study_window=window)
     html_path, _ = write_report(result, report)
     s = result.to_json()["summary"]
     line = (
@@ -253,12 +259,13 @@ def run_cmd(
     source: Annotated[
         str | None, typer.Option("--source", help="Site export folder or SQLAlchemy URL.")
     ] = None,
-    site: Annotated[str | None, typer.Option(help="Site mapping name (mappings/sites).")] = None,
+    site: Annotated[str | None, typer.Option(help=SITE_HELP)] = None,
     fhir: Annotated[
         Path | None, typer.Option("--fhir", help="FHIR R4 bundles or Bulk NDJSON folder.")
     ] = None,
     store: Annotated[Path, typer.Option(help="DuckDB store file.")] = Path("cart_etl.duckdb"),
     fhir_mode: Annotated[str, typer.Option(help="fast (orjson) or strict (R4B models).")] = "fast",
+    fhir_profile: Annotated[Path | None, typer.Option(help=PROFILE_HELP)] = None,
     force: Annotated[bool, typer.Option(help="Reload even if the inputs are unchanged.")] = False,
     expectations: Annotated[
         bool, typer.Option(help="Run the post-load great-expectations suite.")
@@ -280,7 +287,12 @@ def run_cmd(
             "Give exactly one input: --source DIR --site NAME, or --fhir DIR.",
             fix="e.g. cart-etl run --source export/ --site tianjin_ref --store study.duckdb",
         )
-    src = Source(str(fhir), fhir=True, fhir_mode=fhir_mode) if fhir else Source(str(source), site)
+    profile = str(fhir_profile) if fhir_profile else None
+    src = (
+        Source(str(fhir), fhir=True, fhir_mode=fhir_mode, fhir_profile=profile)
+        if fhir
+        else Source(str(source), site)
+    )
     say = (lambda _m: None) if quiet or json_out else (lambda m: err_console.print(f"· {m}"))
     result = run(src, store, force=force, expectations=expectations, on_stage=say)
     if json_out:

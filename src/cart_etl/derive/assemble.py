@@ -154,8 +154,10 @@ def derive_all(
         .group_by("patient_key")
         .agg(crs_grade_recorded=pl.col("grade").max().cast(pl.Int32))
     )
-    dose = infusion.unique("patient_key", keep="first").select(
-        "patient_key", cart_dose_1e6_per_kg="dose_1e6_per_kg"
+    dose = (  # the dose of the day-0 (earliest) infusion
+        infusion.sort("patient_key", "at", nulls_last=True)
+        .unique("patient_key", keep="first")
+        .select("patient_key", cart_dose_1e6_per_kg="dose_1e6_per_kg")
     )
 
     wide = (

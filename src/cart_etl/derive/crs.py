@@ -2,7 +2,7 @@
 
 Conventions (README "Truth columns and conventions"; reference/crs_grading.md section 1):
 fever >= 38.0 C at or after the infusion; signs = fever, hypotension, supplemental oxygen,
-a running vasopressor; an episode starts at a fever and absorbs every sign less than 48 h
+a running vasopressor; an episode starts at a fever and absorbs every sign at most 48 h
 after its current end; it is CRS when its onset is on study day 0-14. The grade is
 evaluated at every charting time of the episode, per local clock hour.
 """

@@ -11,8 +11,8 @@ def compute_clinical_flag(item_col: str = "item", value_col: str = "value") -> p
     """'low'/'high' outside the item's clinical reference range, else null.
 
     Ranges: ``validation/plausibility.yaml`` ``measurements.<item>.flag`` (e.g. temperature
-    high > 40 Cel, SBP low < 90 mm[Hg], IL-6 high > 7 pg/mL; sources cited there). The high
-    test wins over the low test when both apply.
+    high > 40 Cel, SBP low < 90 mm[Hg], IL-6 high > 7 pg/mL; sources cited there). Should a
+    site's ranges overlap (low above high), the low test wins.
     """
     flag: pl.Expr = pl.lit(None, dtype=pl.String)
     for key, spec in plausibility()["measurements"].items():

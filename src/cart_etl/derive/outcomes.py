@@ -13,9 +13,10 @@ def derive_response(
 ) -> pl.DataFrame:
     """Day-28 response from the marrow assessment on study day 21-35 (closest to day 28).
 
-    CR or CRi (the paper's CR ignores count recovery) with MRD < 0.01 % -> ``mrd_neg_cr``,
-    otherwise ``mrd_pos_cr``; PR -> ``pr``; NR -> ``nr`` (F1, F2). Window, target day and
-    MRD cut-off: ``derive/derivation.yaml`` ``response``.
+    The first case that applies: PR -> ``pr``; NR -> ``nr``; CR or CRi (``remission_morphology``;
+    the paper's CR ignores count recovery) with MRD < 0.01 % -> ``mrd_neg_cr``; CR/CRi with a
+    higher or unknown MRD -> ``mrd_pos_cr``; any other morphology -> null (F1, F2). Window,
+    target day and MRD cut-off: ``derive/derivation.yaml`` ``response``.
     """
     r = (
         response.join(timeline.select("patient_key", "day0"), on="patient_key")
@@ -24,14 +25,16 @@ def derive_response(
         .sort("patient_key", (pl.col("_day") - rules.response_target_day).abs(), "at")
         .unique("patient_key", keep="first")
     )
+    remission = pl.col("morphology").is_in(list(rules.remission_morphology))
     category = (
         pl.when(pl.col("morphology") == "PR")
         .then(pl.lit("pr"))
         .when(pl.col("morphology") == "NR")
         .then(pl.lit("nr"))
-        .when(pl.col("mrd_pct") < rules.mrd_negative_below_pct)
+        .when(remission & (pl.col("mrd_pct") < rules.mrd_negative_below_pct))
         .then(pl.lit("mrd_neg_cr"))
-        .otherwise(pl.lit("mrd_pos_cr"))
+        .when(remission)
+        .then(pl.lit("mrd_pos_cr"))
     )
     return r.select("patient_key", response_day28=category, response_assessed=pl.lit(True))
 

@@ -31,8 +31,8 @@ def derive_icans_periods(df: pl.DataFrame, by: str, gap: timedelta) -> pl.DataFr
     """One row per ICANS period: ``by``, period_number, start, end, grade (max recorded).
 
     Recorded assessments with grade >= 1 (ASTCT 2019 ICANS, taken as recorded) chained while
-    less than ``gap`` (48 h) apart; the period starts at its first and ends at its last
-    graded assessment. Needs columns ``by``, at (UTC), grade.
+    at most ``gap`` (48 h) apart (a longer gap starts a new period); the period starts at its
+    first and ends at its last graded assessment. Needs columns ``by``, at (UTC), grade.
 
     Example: grade-1 assessments at 0 h and 24 h and a grade-3 one at 100 h give two
     periods: (0 h-24 h, grade 1) and (100 h-100 h, grade 3).

@@ -166,9 +166,16 @@ def _toci_label(m: Mappings) -> TocilizumabLabel:
         raise _mistyped("validation/plausibility.yaml", exc) from exc
 
 
+def _int(value: object) -> int:
+    """A whole number from a rule file; a boolean or a fraction is a mistyped value."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise TypeError(f"{value!r} is not a whole number")
+    return int(value)
+
+
 def _days(pair: list[int]) -> tuple[int, int]:
     lo, hi = pair
-    return int(lo), int(hi)
+    return _int(lo), _int(hi)
 
 
 def derivation_rules(mappings: Mappings | None = None) -> DerivationRules:
@@ -186,18 +193,18 @@ def _derivation_rules(m: Mappings) -> DerivationRules:
         crs_treatment = tuple(classes.pop("crs_treatment"))
         return DerivationRules(
             response_window_days=_days(response["window_days"]),
-            response_target_day=int(response["target_day"]),
+            response_target_day=_int(response["target_day"]),
             mrd_negative_below_pct=float(response["mrd_negative_below_pct"]),
             remission_morphology=tuple(str(m) for m in response["remission_morphology"]),
             icans_window_days=_days(outcomes["icans_window_days"]),
-            serious_infection_min_ctcae=int(outcomes["serious_infection_min_ctcae"]),
+            serious_infection_min_ctcae=_int(outcomes["serious_infection_min_ctcae"]),
             il6_after_first_toci=(timedelta(hours=il6_lo), timedelta(hours=il6_hi)),
-            min_follow_up_days=int(d["exclusions"]["min_follow_up_days"]),
+            min_follow_up_days=_int(d["exclusions"]["min_follow_up_days"]),
             icans_gap=timedelta(hours=float(periods["icans_gap_hours"])),
             oxygen_run_gap=timedelta(hours=float(periods["oxygen_run_gap_hours"])),
             room_air_device=str(periods["room_air_device"]),
             toci_regimen_gap=timedelta(hours=float(periods["toci_regimen_gap_hours"])),
-            admission_days=int(periods["admission_days"]),
+            admission_days=_int(periods["admission_days"]),
             drug_classes={str(k): str(v) for k, v in classes.items()},
             crs_treatment_classes=crs_treatment,
         )

@@ -43,8 +43,11 @@ def derive_timeline(
     Day 0 = local calendar date of the CAR-T infusion; age = completed years on day 0, or on
     the screening date for a patient never infused (README "Truth columns and conventions").
     """
-    inf = infusion.select("patient_key", infusion_at=pl.col("at")).unique(
-        "patient_key", keep="first"
+    # The earliest infusion is day 0 (a re-infusion, when allowed, is not).
+    inf = (
+        infusion.select("patient_key", infusion_at=pl.col("at"))
+        .sort("patient_key", "infusion_at", nulls_last=True)
+        .unique("patient_key", keep="first")
     )
     out = (
         demographics.select("patient_key", "study_id", "birth_date", "screening_date")

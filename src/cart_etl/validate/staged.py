@@ -281,8 +281,11 @@ class StgVasopressor(pa.DataFrameModel):
         return data.lazyframe.select(ok.fill_null(False) | pl.col("drug").is_null())
 
 
-def infusion_dose_consistent(tolerance: float = 0.05) -> pl.Expr:
-    """True unless total cells / (weight x 10^6) disagrees with the charted dose per kg by > 5 %."""
+def infusion_dose_consistent(tolerance: float | None = None) -> pl.Expr:
+    """True unless total cells / (weight x 10^6) disagrees with the charted dose per kg by more
+    than ``tolerance`` (5 %, ``validation/plausibility.yaml`` ``infusion.dose_consistency``)."""
+    if tolerance is None:
+        tolerance = float(plausibility()["infusion"]["dose_consistency_tolerance"])
     implied = pl.col("cells_total") / (pl.col("weight_kg") * 1e6)
     off = (implied / pl.col("dose_1e6_per_kg") - 1).abs() > tolerance
     return ~off.fill_null(False)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from cart_etl.derive.rules import derivation_rules
 from cart_etl.load.omop._common import admission, conform
 from cart_etl.load.omop.concepts import concepts
 
@@ -43,6 +44,6 @@ def map_visit_occurrence(inp: OmopInput) -> pl.DataFrame:
         visit_start_datetime=pl.col("start_datetime"),
         visit_end_date=pl.col("end_date"),
         visit_type_concept_id=pl.lit(c.id("type_ehr_encounter")),
-        visit_source_value=pl.lit("CAR-T admission (day 0-28)"),
+        visit_source_value=pl.lit(f"CAR-T admission (day 0-{derivation_rules().admission_days})"),
     )
     return conform(frame, "visit_occurrence")
