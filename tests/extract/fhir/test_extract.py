@@ -41,9 +41,6 @@ CASES = Path(__file__).resolve().parents[2] / "cases"
 LOINC, RXNORM, SNOMED = fx.LOINC, fx.RXNORM, fx.SNOMED
 
 
-# --- helpers ---------------------------------------------------------------------------------
-
-
 @dataclass
 class Run:
     """Everything one extraction yielded."""
@@ -85,9 +82,6 @@ def one_row(frame: pl.DataFrame, row: str) -> dict[str, Any]:
     return hit.row(0, named=True)
 
 
-# --- fixtures --------------------------------------------------------------------------------
-
-
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference cohort (61 patients, seed 2025, defects) with its FHIR export."""
@@ -122,9 +116,6 @@ def strict_sample(
     for sid in sids:
         shutil.copy(cohort / "fhir" / "bundles" / f"{sid}.json", out / f"{sid}.json")
     return out
-
-
-# --- the mapping -----------------------------------------------------------------------------
 
 
 def test_01_mapping_maps_every_code_the_writer_emits() -> None:
@@ -169,9 +160,6 @@ def test_02_mapping_errors_name_the_problem(tmp_path: Path) -> None:
         load(base + rule.format(n="a", o="{entity: vitals, columns: {value: $nope}}"))
     with pytest.raises(MappingError, match="Cannot read FHIR mapping"):
         FhirMapping.load(tmp_path / "missing.yaml")
-
-
-# --- the reference cohort, fast mode ---------------------------------------------------------
 
 
 def test_03_every_bundle_resource_is_accounted_for(cohort: Path, bundles: Run) -> None:
@@ -256,9 +244,6 @@ def test_08_coalesced_rows_reproduce_the_register(cohort: Path, bundles: Run) ->
     assert merged.null_count().select(pl.all().exclude("dose_1e6_per_kg")).sum_horizontal()[0] == 0
 
 
-# --- strict mode -----------------------------------------------------------------------------
-
-
 def test_09_strict_matches_fast_except_the_malformed_resource(
     strict_sample: Path, fhir_defects: list[dict[str, str]]
 ) -> None:
@@ -324,9 +309,6 @@ def test_11_strict_names_the_failing_element(tmp_path: Path) -> None:
     assert (rejected.row, rejected.rule_id) == ("bad-bp", RULE_INVALID)
     assert rejected.field == "component[0].valueQuantity.value"
     assert rejected.value == "12O"
-
-
-# --- edge cases (tests/cases) ----------------------------------------------------------------
 
 
 def test_12_missing_or_unresolvable_subject_is_rejected() -> None:
@@ -508,9 +490,6 @@ def test_22_unknown_types_and_codes_are_reported() -> None:
     assert summary["unknown_resource_types"] == {"AllergyIntolerance": 1}
 
 
-# --- study id --------------------------------------------------------------------------------
-
-
 def test_23_study_id_system_is_configurable_and_never_an_mrn() -> None:
     path = CASES / "bundle_patient_identifiers.json"
     default = dict(run(path).frame("demographics").select("row", "study_id").rows())
@@ -532,9 +511,6 @@ def test_24_reference_cohort_study_ids_come_from_the_study_system(
     truth = pl.read_csv(cohort / "truth" / "patients.csv", infer_schema=False)
     assert sorted(demo["study_id"]) == sorted(truth["study_id"])
     assert (demo["row"] == demo["patient_key"]).all()  # patient_key = Patient resource id
-
-
-# --- files, streaming and errors ------------------------------------------------------------
 
 
 def test_25_ndjson_streams_in_batches_with_flat_memory(cohort: Path, tmp_path: Path) -> None:

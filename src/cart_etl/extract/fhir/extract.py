@@ -76,9 +76,6 @@ Step = tuple[Any, ...]
 Steps = tuple[Step, ...]
 
 
-# --- value rendering and path walking ----------------------------------------------------------
-
-
 def _text(value: Any) -> str | None:
     """Render a JSON value as text: strings as written, JSON spelling for the rest."""
     kind = type(value)
@@ -175,8 +172,6 @@ def _first(
         return None
     return node
 
-
-# --- compiled column specs -------------------------------------------------------------------
 
 Spec = Callable[["_Ctx"], str | None]
 Predicate = Callable[["_Ctx"], bool]
@@ -419,8 +414,6 @@ def _compile_predicate(raw: Any, systems: Mapping[str, str], where: str) -> Pred
         return differs
     raise MappingError(f"{where}: a `when` condition needs present, regex or not_regex.")
 
-
-# --- mapping ---------------------------------------------------------------------------------
 
 CodeKey = tuple[str, str]
 
@@ -720,9 +713,6 @@ def _dispatches(
     )
 
 
-# --- reference scopes ------------------------------------------------------------------------
-
-
 class _Scope:
     """Where references resolve: one Bundle, or the NDJSON files of one input."""
 
@@ -868,9 +858,6 @@ class _NdjsonScope(_Scope):
 _EMPTY_SCOPE: Final = _Scope()
 
 
-# --- report ----------------------------------------------------------------------------------
-
-
 @dataclass
 class FhirExtractReport:
     """What one extraction read and what became of it (filled while the stream is consumed).
@@ -958,8 +945,6 @@ class FhirExtractReport:
             "resources_per_second": round(self.resources_per_second),
         }
 
-
-# --- row buffers -----------------------------------------------------------------------------
 
 _Writer = tuple[tuple[tuple[Callable[[Any], None], Spec], ...], tuple[Callable[[Any], None], ...]]
 
@@ -1049,9 +1034,6 @@ class _Rows:
             yield RawBatch(entity, buf.frame(entity), buf.resources)
 
 
-# --- strict validation -------------------------------------------------------------------------
-
-
 @cache
 def _r4b_model(rtype: str) -> Any:
     """The fhir.resources R4B model class of a type, or None if R4B has no such type.
@@ -1095,9 +1077,6 @@ def _validate_r4b(res: Json) -> tuple[str, str, str] | None:
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         return _element_path(first["loc"]), _snippet(first.get("input")), first["msg"] + more
     return None
-
-
-# --- the extractor -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -1504,9 +1483,6 @@ class _Extractor:
             log.info("FHIR: %d %s with unmapped code %s|%s", n, rtype, system, code)
 
 
-# --- files ------------------------------------------------------------------------------------
-
-
 def _open_binary(path: Path) -> IO[bytes]:
     """Open plain or gzip-compressed input for binary line iteration."""
     if path.name.endswith(".gz"):
@@ -1594,9 +1570,6 @@ def _discover(path: Path, targets: frozenset[str]) -> list[_Input]:
             path,
         )
     return bundles + ndjson
-
-
-# --- public API --------------------------------------------------------------------------------
 
 
 class FhirStream(Iterator[RawBatch | Rejected]):
