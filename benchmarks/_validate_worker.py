@@ -31,7 +31,7 @@ def site(export_dir: Path, *, validate: bool) -> dict[str, Any]:
     at a time, which is what keeps memory flat at registry scale.
     """
     from cart_etl.config import Settings
-    from cart_etl.extract.contract import RawBatch
+    from cart_etl.contract import RawBatch
     from cart_etl.extract.site.export import extract_site_export
     from cart_etl.extract.site.parse import load_site_mapping
     from cart_etl.pipeline import validate_site

@@ -10,8 +10,7 @@ import yaml
 
 from cart_etl.derive.rules import derivation_rules, toci_label
 from cart_etl.errors import ConfigurationError, MappingError
-from cart_etl.mappings import RULE_FILES, Mappings, activate, active, deep_merge
-from cart_etl.mappings import plausibility
+from cart_etl.mappings import RULE_FILES, Mappings, activate, active, deep_merge, plausibility
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "mappings"

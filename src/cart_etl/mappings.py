@@ -217,8 +217,8 @@ def _resolve_site(root: Path, site: str | Path) -> tuple[Path | None, Path]:
         return None, flat
     names = available_sites(root)
     raise ConfigurationError(
-        f"Unknown site {text!r}: no folder or mapping file at that path and no site of that "
-        f"name in {root / 'sites'}.",
+        f"Unknown site {text!r}: no folder or mapping file at that path, and neither "
+        f"{flat} nor {folder / SITE_FILE} exists.",
         fix=f"use one of {', '.join(names) or '(none)'}, or pass a site folder holding "
         f"{SITE_FILE} (see README 'Adding a site').",
     )

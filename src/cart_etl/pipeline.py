@@ -33,10 +33,10 @@ import duckdb
 import orjson
 
 from cart_etl.config import Settings
+from cart_etl.contract import RawBatch, Rejected
 from cart_etl.derive.assemble import derive_all
 from cart_etl.derive.rules import clinical_rules
 from cart_etl.errors import FailureCase, SourceError
-from cart_etl.extract.contract import RawBatch, Rejected
 from cart_etl.load import duckdb_store as store
 from cart_etl.load import marts as marts_mod
 from cart_etl.load.staging_writer import StagingWriter, redact

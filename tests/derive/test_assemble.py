@@ -16,12 +16,8 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from cart_etl.derive.assemble import (
-    DETAIL_COLUMNS,
-    EPISODE_COLUMNS,
-    PATIENT_COLUMNS,
-    derive_all,
-)
+from cart_etl.contract import DETAIL_COLUMNS, EPISODE_COLUMNS, PATIENT_COLUMNS
+from cart_etl.derive.assemble import derive_all
 from cart_etl.derive.rules import clinical_rules
 
 TZ = "Asia/Shanghai"

@@ -13,7 +13,7 @@ import openpyxl
 import polars as pl
 import pytest
 
-from cart_etl.extract.contract import RawBatch, Rejected
+from cart_etl.contract import RawBatch, Rejected
 from cart_etl.extract.readers.sql import load_site_export_into_sqlite
 from cart_etl.extract.site.export import extract_site_export
 from cart_etl.extract.site.parse import load_site_mapping, parse_site_mapping

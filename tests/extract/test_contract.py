@@ -17,7 +17,7 @@ import orjson
 import polars as pl
 import pytest
 
-from cart_etl.extract.contract import ENTITIES, PROVENANCE, RawBatch, Rejected, columns_of
+from cart_etl.contract import ENTITIES, PROVENANCE, RawBatch, Rejected, columns_of
 from cart_etl.extract.fhir.extract import extract_fhir, load_fhir_mapping
 from cart_etl.extract.readers.sql import extract_sql
 from cart_etl.extract.site.export import extract_site_export

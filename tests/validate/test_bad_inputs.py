@@ -35,8 +35,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cart_etl.cli import app
+from cart_etl.contract import RawBatch, Rejected
 from cart_etl.errors import FailureCase
-from cart_etl.extract.contract import RawBatch, Rejected
 from cart_etl.extract.fhir import extract as fhir
 from cart_etl.extract.site import mapper as tabular
 from cart_etl.extract.site.mapper import source_row

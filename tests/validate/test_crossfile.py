@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import polars as pl
 
-from cart_etl.extract.contract import conform
+from cart_etl.contract import conform
 from cart_etl.validate import crossfile
 
 PROV = {"source": "s", "file": "vitals_flowsheet.csv"}

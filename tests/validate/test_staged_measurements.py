@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
+from cart_etl.contract import conform
 from cart_etl.derive.measurements import compute_clinical_flag
-from cart_etl.extract.contract import conform
 from cart_etl.stage.staging import DateFormats, StagingContext, stg_measurements, stg_oxygen
 from cart_etl.validate.quarantine import validate_frame
 from cart_etl.validate.staged import StgMeasurement, StgOxygen, implausible

@@ -6,7 +6,7 @@ from datetime import date
 
 import polars as pl
 
-from cart_etl.extract.contract import conform
+from cart_etl.contract import conform
 from cart_etl.stage.staging import (
     DateFormats,
     StagingContext,

@@ -10,78 +10,11 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from cart_etl.contract import DETAIL_COLUMNS, EPISODE_COLUMNS, PATIENT_COLUMNS
 from cart_etl.derive import crs, flags, outcomes, treatment
 from cart_etl.derive.measurements import derive_col_clinical_flag
 from cart_etl.derive.rules import ClinicalRules
 from cart_etl.derive.timeline import derive_timeline, local_date, study_day
-
-PATIENT_COLUMNS: tuple[str, ...] = (
-    "study_id",
-    "is_infused",
-    "exclusion_reason",
-    "is_included",
-    "is_toci",
-    "age_years",
-    "sex",
-    "is_high_risk",
-    "lines_of_therapy",
-    "prior_allo_sct",
-    "marrow_blasts_pct",
-    "cart_dose_1e6_per_kg",
-    "max_crs_grade",
-    "crs_onset_day",
-    "crs_duration_days",
-    "has_icans",
-    "max_icans_grade",
-    "toci_doses",
-    "toci_cumulative_mg",
-    "steroid_mp_equiv_mg",
-    "response_day28",
-    "os_days",
-    "os_event",
-    "pfs_days",
-    "pfs_event",
-    "serious_infection",
-)
-DETAIL_COLUMNS: tuple[str, ...] = (
-    "study_id",
-    "infusion_at",
-    "infusion_date",
-    "last_contact_date",
-    "progression_date",
-    "death_date",
-    "crs_episodes",
-    "crs_grade_recorded",
-    "recorded_grade_disagrees",
-    "crs_max_grade_mechanism",
-    "pre_infusion_fever",
-    "first_toci_at",
-    "hours_onset_to_first_toci",
-    "toci_max_doses_in_24h",
-    "toci_exceeds_course_limit",
-    "il6_before_first_toci",
-    "il6_after_first_toci",
-    "il6_fell_after_toci",
-    "gcsf_total_ug",
-    "vasopressor_hours",
-    "lost_data_kind",
-)
-EPISODE_COLUMNS: tuple[str, ...] = (
-    "study_id",
-    "episode_number",
-    "is_crs",
-    "onset_at",
-    "end_at",
-    "onset_day",
-    "end_day",
-    "duration_hours",
-    "duration_days",
-    "max_grade",
-    "grade_mechanism",
-    "first_mask_at",
-    "first_toci_at",
-    "hours_onset_to_first_toci",
-)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from cart_etl.extract.contract import ENTITIES
+from cart_etl.contract import ENTITIES
 from cart_etl.load.omop_ddl import DDL_SQL
 
 

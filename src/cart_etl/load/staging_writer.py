@@ -10,9 +10,9 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
+from cart_etl.contract import ENTITIES
 from cart_etl.derive.assemble import Derived
 from cart_etl.errors import FailureCase
-from cart_etl.extract.contract import ENTITIES
 from cart_etl.load.marts import DERIVED_MARTS
 
 # Register identifiers that must never reach the store or the logs (redacted in cases).

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from cart_etl.derive.assemble import PATIENT_COLUMNS
+from cart_etl.contract import PATIENT_COLUMNS
 from cart_etl.synth.calibrate.cohort import build_reference_cohort
 from cart_etl.synth.calibrate.outcomes import draw_outcome
 from cart_etl.synth.calibrate.plan import DATA_CUT, ENROL_END, ENROL_START, PatientPlan

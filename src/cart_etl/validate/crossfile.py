@@ -11,8 +11,8 @@ from datetime import date
 
 import polars as pl
 
+from cart_etl.contract import ENTITY_COLUMNS
 from cart_etl.errors import FailureCase
-from cart_etl.extract.contract import ENTITY_COLUMNS
 from cart_etl.stage.casts import normalise_text
 from cart_etl.validate.quarantine import case_for
 

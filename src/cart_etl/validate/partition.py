@@ -16,8 +16,8 @@ from pathlib import Path
 
 import polars as pl
 
+from cart_etl.contract import ENTITIES, RawBatch, Rejected, empty_frame
 from cart_etl.errors import FailureCase
-from cart_etl.extract.contract import ENTITIES, RawBatch, Rejected, empty_frame
 from cart_etl.stage.casts import normalise_text
 from cart_etl.validate.raw import check_raw
 from cart_etl.validate.report import FileSummary

@@ -13,8 +13,8 @@ from functools import cache
 import pandera.polars as pa
 import polars as pl
 
+from cart_etl.contract import ENTITIES, PROVENANCE, columns_of
 from cart_etl.errors import FailureCase
-from cart_etl.extract.contract import ENTITIES, PROVENANCE, columns_of
 from cart_etl.stage.casts import normalise_text
 from cart_etl.validate.crossfile import filter_duplicates
 

@@ -17,8 +17,8 @@ import pytest
 from polars.testing import assert_frame_equal
 from pydantic import ValidationError
 
+from cart_etl.contract import PROVENANCE, RawBatch, Rejected, columns_of
 from cart_etl.errors import ConfigurationError, MappingError, SourceError
-from cart_etl.extract.contract import PROVENANCE, RawBatch, Rejected, columns_of
 from cart_etl.extract.fhir.extract import (
     RULE_INVALID,
     RULE_MISSING_SUBJECT,
@@ -33,7 +33,7 @@ from cart_etl.extract.fhir.extract import (
     extract_fhir,
     load_fhir_mapping,
 )
-from cart_etl.synth import fhir_export as fx
+from cart_etl.synth.fhir import codes as fx
 from cart_etl.synth.generate import generate
 from tests.extract.conftest import collect
 

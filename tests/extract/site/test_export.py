@@ -12,8 +12,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from cart_etl.contract import ENTITIES, columns_of
 from cart_etl.errors import MappingError, SourceError
-from cart_etl.extract.contract import ENTITIES, columns_of
 from cart_etl.extract.readers.files import iter_raw_chunks
 from cart_etl.extract.site.export import extract_site_export
 from cart_etl.extract.site.mapper import RULE_NO_VALUES, RULE_UNKNOWN_ITEM

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cart_etl.extract.contract import RawBatch, Rejected
+from cart_etl.contract import RawBatch, Rejected
 from cart_etl.extract.site.export import extract_site_export
 from cart_etl.extract.site.mapper import (
     RULE_EMPTY_ROW,

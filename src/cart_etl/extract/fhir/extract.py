@@ -20,8 +20,8 @@ import polars as pl
 import yaml
 
 from cart_etl.config import Settings
+from cart_etl.contract import ENTITY_COLUMNS, RawBatch, Rejected, conform
 from cart_etl.errors import ConfigurationError, MappingError, SourceError
-from cart_etl.extract.contract import ENTITY_COLUMNS, RawBatch, Rejected, conform
 
 __all__ = [
     "RULE_INVALID",

@@ -13,13 +13,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
+from cart_etl.contract import ExtractStream
 from cart_etl.errors import (
     ConfigurationError,
     MissingDependencyError,
     SourceError,
     SourceUnavailableError,
 )
-from cart_etl.extract.contract import ExtractStream
 from cart_etl.extract.readers.cells import ROW_COLUMN, cell_text, number_rows, unique_names
 from cart_etl.extract.readers.files import iter_raw_chunks, read_header
 from cart_etl.extract.site.mapper import map_source_frame, needed_columns, resolve_columns

@@ -23,7 +23,7 @@ A ``<spec>`` (file or table) holds:
 * ``patient_key``: the column holding the hospital patient identifier (MRN);
 * ``columns``: ``<header>: {field: <canonical field>, type: ..., ...}``. ``field`` is
   ``entity.name`` or ``entity[].name`` naming a column of
-  :data:`cart_etl.extract.contract.ENTITY_COLUMNS`; a coded ``name`` (``item``, ``test``,
+  :data:`cart_etl.contract.ENTITY_COLUMNS`; a coded ``name`` (``item``, ``test``,
   ``drug``, ``device``) fills ``<name>_code`` with the cell and ``<name>_system`` with the
   site-local system ``local:<site>:<file>:<column>``. Alternatives per entity are joined
   by ``|`` (``vitals[].at | oxygen[].at``); ``a + b`` says the cell also encodes ``b``,

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from cart_etl.extract.contract import ENTITIES, ENTITY_COLUMNS
+from cart_etl.contract import ENTITIES, ENTITY_COLUMNS
 from cart_etl.extract.site.fields import parse_field
 from cart_etl.extract.site.messages import NODE, first_problem, invalid, known_keys, near_miss
 from cart_etl.extract.site.spec import (

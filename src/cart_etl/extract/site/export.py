@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cart_etl.contract import ExtractStream
 from cart_etl.errors import MappingError, SourceError
-from cart_etl.extract.contract import ExtractStream
 from cart_etl.extract.readers.cells import ExportFile
 from cart_etl.extract.readers.files import open_export_file
 from cart_etl.extract.site.mapper import (

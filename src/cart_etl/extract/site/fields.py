@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from cart_etl.extract.contract import ENTITIES, ENTITY_COLUMNS
+from cart_etl.contract import ENTITIES, ENTITY_COLUMNS
 from cart_etl.extract.site.messages import invalid
 from cart_etl.extract.site.spec import (
     CODE_SUFFIX,

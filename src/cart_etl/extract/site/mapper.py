@@ -1,7 +1,7 @@
 """Map the rows of a file or table onto canonical entity frames, as the spec's plan says.
 
 The mapper only places values (no cleaning): every input row becomes records of the
-entities its spec plans, or a :class:`~cart_etl.extract.contract.Rejected` saying why it
+entities its spec plans, or a :class:`~cart_etl.contract.Rejected` saying why it
 cannot be placed. File exports (:mod:`cart_etl.extract.site.export`) and SQL tables
 (:mod:`cart_etl.extract.readers.sql`) share it.
 """
@@ -14,8 +14,8 @@ from typing import Final
 
 import polars as pl
 
+from cart_etl.contract import RawBatch, Rejected, conform
 from cart_etl.errors import MappingError
-from cart_etl.extract.contract import RawBatch, Rejected, conform
 from cart_etl.extract.readers.cells import ROW_COLUMN, BadRow, unique_names
 from cart_etl.extract.site.spec import FileSpec, Output, SiteMapping, normalize_key
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cart_etl.extract.contract import ENTITY_COLUMNS
+from cart_etl.contract import ENTITY_COLUMNS
 from cart_etl.extract.site.spec import (
     CODE_SUFFIX,
     DEFAULT_ITEM_TABLE,

@@ -14,8 +14,8 @@ from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from cart_etl.contract import ENTITY_COLUMNS
 from cart_etl.errors import MappingError
-from cart_etl.extract.contract import ENTITY_COLUMNS
 
 __all__ = [
     "Assign",

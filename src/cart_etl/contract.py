@@ -1,4 +1,5 @@
-"""The canonical raw frames every extractor yields (site export, SQL database, FHIR).
+"""The shared contract: the canonical raw frames every extractor yields (site export, SQL
+database, FHIR), and the column lists of the derived marts (``schemas/marts.sql``).
 
 An extractor only *locates* values: it maps source columns or FHIR elements onto these
 columns and keeps every value as the source wrote it, as text (no parsing, no unit
@@ -126,3 +127,74 @@ Rejected = FailureCase
 
 
 ExtractStream = Iterator[RawBatch | Rejected]
+
+
+# The derived marts' columns, in mart order (``schemas/marts.sql``; ``person_id`` is added
+# at load). ``PATIENT_COLUMNS`` are also the columns of the generator's truth/patients.csv.
+PATIENT_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "is_infused",
+    "exclusion_reason",
+    "is_included",
+    "is_toci",
+    "age_years",
+    "sex",
+    "is_high_risk",
+    "lines_of_therapy",
+    "prior_allo_sct",
+    "marrow_blasts_pct",
+    "cart_dose_1e6_per_kg",
+    "max_crs_grade",
+    "crs_onset_day",
+    "crs_duration_days",
+    "has_icans",
+    "max_icans_grade",
+    "toci_doses",
+    "toci_cumulative_mg",
+    "steroid_mp_equiv_mg",
+    "response_day28",
+    "os_days",
+    "os_event",
+    "pfs_days",
+    "pfs_event",
+    "serious_infection",
+)
+DETAIL_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "infusion_at",
+    "infusion_date",
+    "last_contact_date",
+    "progression_date",
+    "death_date",
+    "crs_episodes",
+    "crs_grade_recorded",
+    "recorded_grade_disagrees",
+    "crs_max_grade_mechanism",
+    "pre_infusion_fever",
+    "first_toci_at",
+    "hours_onset_to_first_toci",
+    "toci_max_doses_in_24h",
+    "toci_exceeds_course_limit",
+    "il6_before_first_toci",
+    "il6_after_first_toci",
+    "il6_fell_after_toci",
+    "gcsf_total_ug",
+    "vasopressor_hours",
+    "lost_data_kind",
+)
+EPISODE_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "episode_number",
+    "is_crs",
+    "onset_at",
+    "end_at",
+    "onset_day",
+    "end_day",
+    "duration_hours",
+    "duration_days",
+    "max_grade",
+    "grade_mechanism",
+    "first_mask_at",
+    "first_toci_at",
+    "hours_onset_to_first_toci",
+)
