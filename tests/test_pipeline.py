@@ -111,9 +111,9 @@ def test_03_an_edited_site_override_reruns_an_unchanged_export(tmp_path):
     )
     again = run(Source(str(LATE), str(folder)), store)
     assert again.status == "succeeded"
-    assert _query(store, "SELECT visit_end_date FROM omop.visit_occurrence WHERE person_id = 1") == [
-        (date(2021, 3, 15),)
-    ]
+    assert _query(
+        store, "SELECT visit_end_date FROM omop.visit_occurrence WHERE person_id = 1"
+    ) == [(date(2021, 3, 15),)]
 
 
 def test_04_mappings_root_outside_the_repository(tmp_path, monkeypatch):
@@ -134,3 +134,42 @@ def test_05_unknown_site_is_a_configuration_error(tmp_path):
 
     with pytest.raises(ConfigurationError, match="Unknown site"):
         run(Source(str(LATE), "no_such_site"), tmp_path / "s.duckdb")
+
+
+def test_06_fhir_profile_folder_outside_the_repository(tmp_path):
+    """--fhir-profile DIR layers FHIR rule overrides over mappings/ like a site folder.
+
+    tests/cases/bundle_temperature_degF.json charts 38.5 Cel at 2021-03-06 06:00 (+08:00);
+    a profile that calls temperatures above 38 C impossible quarantines it.
+    """
+    bundle = CASES / "bundle_temperature_degF.json"
+    profile = tmp_path / "hospital_fhir"
+    (profile / "validation").mkdir(parents=True)
+    (profile / "validation" / "plausibility.yaml").write_text(
+        yaml.safe_dump({"measurements": {"temp": {"hard": [30, 38]}}}), encoding="utf-8"
+    )
+    (profile / "fhir").mkdir()
+    (profile / "fhir" / "concepts.yaml").write_text(
+        yaml.safe_dump({"concepts": {"loinc": {"8331-1": "temp"}}}), encoding="utf-8"
+    )
+    plain = validate_only(Source(str(bundle), fhir=True), expectations=False)[0]
+    layered = validate_only(
+        Source(str(bundle), fhir=True, fhir_profile=str(profile)), expectations=False
+    )[0]
+
+    def hard(outcome):
+        return [c.value for c in outcome.quarantined if c.rule_id == "measurement.value.hard_range"]
+
+    assert "38.5" not in hard(plain) and "38.5" in hard(layered)
+    result = run(Source(str(bundle), fhir=True, fhir_profile=str(profile)), tmp_path / "s.duckdb")
+    assert result.status == "succeeded", result.failures
+    recorded = json.loads(_query(result.store, "SELECT input_checksums FROM etl.runs")[0][0])
+    assert recorded["_site_dir"] == str(profile.resolve())
+    assert {
+        "rules:site/fhir/concepts.yaml",
+        "rules:site/validation/plausibility.yaml",
+        "rules:mappings/fhir/concepts.yaml",
+        "rules:mappings/fhir/default.yaml",
+    } <= set(recorded)
+    with pytest.raises(Exception, match="FHIR profile folder"):
+        run(Source(str(bundle), fhir=True, fhir_profile=str(tmp_path / "no")), tmp_path / "t.db")

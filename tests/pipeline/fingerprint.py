@@ -15,7 +15,9 @@ from pathlib import Path
 
 import duckdb
 
-SNAPSHOT = Path(__file__).resolve().parents[1] / "snapshots" / "pipeline" / "output_fingerprint.json"
+SNAPSHOT = (
+    Path(__file__).resolve().parents[1] / "snapshots" / "pipeline" / "output_fingerprint.json"
+)
 # Columns that legitimately change from one run to the next (the day the store was built).
 VOLATILE = {
     "omop.cdm_source": ("cdm_release_date", "source_release_date"),

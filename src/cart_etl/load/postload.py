@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 
 from cart_etl.load import marts
-from cart_etl.validate.expectations import _context
+from cart_etl.validate.expectations import gx_context, validate_table
 
 # Declared test -> GX 1.x expectation (the others are marts.SQL_ONLY_TESTS).
 EXPECTATIONS: dict[str, str] = {
@@ -85,7 +85,7 @@ def run_postload_suite(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     Besides ``table``, ``expectation``, ``success`` and ``unexpected_count`` each result names
     its declared ``invariant`` and ``reason``. An empty mart has no results (as before).
     """
-    gx, context = _context()
+    gx, context = gx_context()
     source = context.data_sources.add_pandas("cart_etl_marts")
     results: list[dict[str, Any]] = []
     for table, specs in POSTLOAD_SUITES.items():
@@ -93,19 +93,7 @@ def run_postload_suite(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         pdf = con.execute(f"SELECT {', '.join(cols)} FROM marts.{table}").df()
         if pdf.empty:
             continue
-        batch = (
-            source.add_dataframe_asset(name=table)
-            .add_batch_definition_whole_dataframe("all")
-            .get_batch(batch_parameters={"dataframe": pdf})
-        )
-        suite = gx.ExpectationSuite(name=f"marts_{table}")
-        for name, kwargs in specs:
-            suite.add_expectation(getattr(gx.expectations, name)(**kwargs))
-        outcome = batch.validate(context.suites.add(suite))
-        for r in outcome.results:
-            cfg = r.expectation_config
-            if cfg is None:
-                continue
+        for r, cfg in validate_table((gx, context), source, table, pdf, specs, "marts"):
             shown = ", ".join(f"{k}={cfg.kwargs[k]}" for k in _SHOWN if k in cfg.kwargs)
             invariant = (cfg.meta or {}).get("invariant", "")
             results.append(

@@ -49,13 +49,39 @@ def _temperature_bounds() -> dict[str, Any]:
     return {"min_value": lo, "max_value": hi}
 
 
-def _context() -> tuple[Any, Any]:
+def gx_context() -> tuple[Any, Any]:
     import great_expectations as gx  # slow import (~5 s): only when a suite runs
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}  # type: ignore[assignment]
     return gx, context
+
+
+def validate_table(
+    context: tuple[Any, Any],
+    source: Any,
+    table: str,
+    pdf: pd.DataFrame,
+    specs: list[tuple[str, dict[str, Any]]],
+    suite_prefix: str,
+) -> list[tuple[Any, Any]]:
+    """One pandas batch validated against its expectation specs (GX 1.x, ephemeral context).
+
+    Returns (result, expectation config) per expectation that has a config. ``source`` is a
+    pandas data source of ``context`` (one per suite family, so asset names stay unique).
+    """
+    gx, ctx = context
+    batch = (
+        source.add_dataframe_asset(name=table)
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": pdf})
+    )
+    suite = gx.ExpectationSuite(name=f"{suite_prefix}_{table}")
+    for name, kwargs in specs:
+        suite.add_expectation(getattr(gx.expectations, name)(**kwargs))
+    outcome = batch.validate(ctx.suites.add(suite))
+    return [(r, r.expectation_config) for r in outcome.results if r.expectation_config is not None]
 
 
 def validate_batches(
@@ -65,26 +91,14 @@ def validate_batches(
     context: Any = None,
 ) -> list[dict[str, Any]]:
     """Run each table's expectation specs on its pandas batch; one result dict per expectation."""
-    gx, ctx = _context() if context is None else context
+    gx, ctx = gx_context() if context is None else context
     source = ctx.data_sources.add_pandas(f"cart_etl_{suite_prefix}")
     results: list[dict[str, Any]] = []
     for table, specs in suites.items():
         pdf = frames.get(table)
         if pdf is None or pdf.empty:
             continue
-        batch = (
-            source.add_dataframe_asset(name=table)
-            .add_batch_definition_whole_dataframe("all")
-            .get_batch(batch_parameters={"dataframe": pdf})
-        )
-        suite = gx.ExpectationSuite(name=f"{suite_prefix}_{table}")
-        for name, kwargs in specs:
-            suite.add_expectation(getattr(gx.expectations, name)(**kwargs))
-        outcome = batch.validate(ctx.suites.add(suite))
-        for r in outcome.results:
-            cfg = r.expectation_config
-            if cfg is None:
-                continue
+        for r, cfg in validate_table((gx, ctx), source, table, pdf, specs, suite_prefix):
             shown = {
                 k: v
                 for k, v in cfg.kwargs.items()
@@ -103,7 +117,7 @@ def validate_batches(
 
 def run_suites(frames: dict[str, pl.DataFrame]) -> list[dict[str, Any]]:
     """Validate each staged frame that has a suite; one result dict per expectation."""
-    gx, context = _context()
+    gx, context = gx_context()
     batches: dict[str, pd.DataFrame] = {}
     for table, specs in SUITES.items():
         frame = frames.get(table)
