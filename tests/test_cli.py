@@ -51,3 +51,26 @@ def test_04_error_is_one_line_not_a_traceback(tmp_path: Path):
 def test_05_invalid_patients_is_a_usage_error(tmp_path: Path):
     result = runner.invoke(app, ["synth", "--out", str(tmp_path), "--patients", "0"])
     assert result.exit_code == 2
+
+
+def test_06_site_folder_and_fhir_profile_options(tmp_path: Path):
+    """--site takes a folder outside the repository; a missing --fhir-profile is exit 2."""
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    folder = tmp_path / "st_marys"
+    folder.mkdir()
+    shutil.copy(repo / "mappings" / "sites" / "example_wide_en.yaml", folder / "site.yaml")
+    export = repo / "tests" / "cases" / "site_london_infusion_before_midnight"
+    store = tmp_path / "s.duckdb"
+    runner = CliRunner()
+    ran = runner.invoke(
+        app, ["run", "--source", str(export), "--site", str(folder), "--store", str(store), "-q"]
+    )
+    assert ran.exit_code == 0, ran.output
+    missing = runner.invoke(
+        app,
+        ["validate", "--fhir", str(export), "--fhir-profile", str(tmp_path / "nope"), "-q"],
+    )
+    assert missing.exit_code == 2
+    assert "FHIR profile folder" in missing.output and "Traceback" not in missing.output

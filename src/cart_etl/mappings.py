@@ -179,8 +179,9 @@ class Mappings:
     def applied(self, *, fhir: bool = False) -> dict[str, str]:
         """``{label: sha256}`` of every rule file a run applies (what the fingerprint hashes).
 
-        Labels are ``mappings/<rel>`` for defaults, ``site/<rel>`` for a site or profile
-        override and ``site/site.yaml`` for the site mapping.
+        Labels are ``mappings/<rel>`` for defaults (and a site mapping under the root, e.g.
+        ``mappings/sites/tianjin_ref.yaml``), ``site/<rel>`` for a site or profile override
+        and ``site/site.yaml`` for the mapping of a site folder outside the root.
         """
         out: dict[str, str] = {}
         for rel in RULE_FILES + (FHIR_FILES if fhir else ()):
@@ -188,7 +189,13 @@ class Mappings:
                 label = "mappings" if layer.is_relative_to(self.root) else "site"
                 out[f"{label}/{rel}"] = file_sha256(layer)
         if self.site_file is not None and not fhir:
-            out[f"site/{SITE_FILE}"] = file_sha256(self.site_file)
+            inside = self.site_file.is_relative_to(self.root)
+            label = (
+                f"mappings/{self.site_file.relative_to(self.root)}"
+                if inside
+                else f"site/{self.site_file.name}"
+            )
+            out[label] = file_sha256(self.site_file)
         return out
 
     def describe(self) -> dict[str, str]:
