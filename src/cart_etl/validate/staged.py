@@ -49,6 +49,16 @@ def implausible(item_col: str = "item", value_col: str = "value") -> pl.Expr:
     return out.fill_null(False)
 
 
+def _at_parsed() -> pl.Expr:
+    """The timestamp parsed (rule ``measurement.at.parse``)."""
+    return pl.col("at").is_not_null()
+
+
+def _at_not_future() -> pl.Expr:
+    """Not after the moment of validation (rule ``measurement.at.future``); null passes."""
+    return pl.col("at").is_null() | (pl.col("at") <= datetime.now(UTC))
+
+
 class StgMeasurement(pa.DataFrameModel):
     """Staged vital signs and lab results. Grain: one row per charted/resulted value."""
 
@@ -71,12 +81,11 @@ class StgMeasurement(pa.DataFrameModel):
 
     @pa.dataframe_check(name="measurement.at.parse")
     def at_parses(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col("at").is_not_null())
+        return data.lazyframe.select(_at_parsed())
 
     @pa.dataframe_check(name="measurement.at.future")
     def at_not_future(cls, data: PolarsData) -> pl.LazyFrame:
-        now = datetime.now(UTC)
-        return data.lazyframe.select(pl.col("at").is_null() | (pl.col("at") <= now))
+        return data.lazyframe.select(_at_not_future())
 
     @pa.dataframe_check(name="measurement.value.numeric")
     def value_numeric(cls, data: PolarsData) -> pl.LazyFrame:
@@ -118,12 +127,11 @@ class StgOxygen(pa.DataFrameModel):
 
     @pa.dataframe_check(name="measurement.at.parse")
     def at_parses(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col("at").is_not_null())
+        return data.lazyframe.select(_at_parsed())
 
     @pa.dataframe_check(name="measurement.at.future")
     def at_not_future(cls, data: PolarsData) -> pl.LazyFrame:
-        now = datetime.now(UTC)
-        return data.lazyframe.select(pl.col("at").is_null() | (pl.col("at") <= now))
+        return data.lazyframe.select(_at_not_future())
 
     @pa.dataframe_check(name="oxygen.flow.hard_range")
     def flow_in_range(cls, data: PolarsData) -> pl.LazyFrame:
@@ -203,11 +211,11 @@ class StgDrug(pa.DataFrameModel):
 
     @pa.dataframe_check(name="measurement.at.parse")
     def at_parses(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col("at").is_not_null())
+        return data.lazyframe.select(_at_parsed())
 
     @pa.dataframe_check(name="measurement.at.future")
     def at_not_future(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col("at").is_null() | (pl.col("at") <= datetime.now(UTC)))
+        return data.lazyframe.select(_at_not_future())
 
     @pa.dataframe_check(name="drug.dose.parse")
     def dose_parses(cls, data: PolarsData) -> pl.LazyFrame:
