@@ -46,14 +46,11 @@ RULE_FILES: tuple[str, ...] = (
     "omop/concepts.yaml",
     "analysis/table2.yaml",
 )
-# Rule files read only by FHIR sources.
-FHIR_FILES: tuple[str, ...] = (
-    "fhir/concepts.yaml",
-    "fhir/default.yaml",
-    "fhir/local_codes.yaml",
-)
+# Rule files read only by FHIR sources (plus the files ``fhir/default.yaml`` includes, read
+# from the folder of the copy applied).
+FHIR_FILES: tuple[str, ...] = ("fhir/concepts.yaml", "fhir/default.yaml")
 # Files compiled as one unit: a site copy replaces the default instead of merging into it.
-WHOLE_FILES: frozenset[str] = frozenset({"fhir/default.yaml", "fhir/local_codes.yaml"})
+WHOLE_FILES: frozenset[str] = frozenset({"fhir/default.yaml"})
 SITE_FILE = "site.yaml"
 
 
@@ -186,8 +183,13 @@ class Mappings:
         out: dict[str, str] = {}
         for rel in RULE_FILES + (FHIR_FILES if fhir else ()):
             for layer in self.layers(rel):
-                label = "mappings" if layer.is_relative_to(self.root) else "site"
-                out[f"{label}/{rel}"] = file_sha256(layer)
+                out[self._label(layer)] = file_sha256(layer)
+        if fhir:
+            extractor = self.path("fhir/default.yaml")
+            for name in (self.load("fhir/default.yaml") or {}).get("includes") or []:
+                included = extractor.parent / str(name)
+                if included.is_file():
+                    out[self._label(included)] = file_sha256(included)
         if self.site_file is not None and not fhir:
             inside = self.site_file.is_relative_to(self.root)
             label = (
@@ -197,6 +199,12 @@ class Mappings:
             )
             out[label] = file_sha256(self.site_file)
         return out
+
+    def _label(self, path: Path) -> str:
+        if path.is_relative_to(self.root):
+            return f"mappings/{path.relative_to(self.root)}"
+        assert self.site_dir is not None  # only the site folder lies outside the root
+        return f"site/{path.relative_to(self.site_dir)}"
 
     def describe(self) -> dict[str, str]:
         """Where the rules came from (recorded beside the checksums)."""
