@@ -57,5 +57,5 @@ def test_01_xlsx_rows_blank_ragged_and_missing_sheet(tmp_path: Path) -> None:
         ("4", RULE_RAGGED_ROW),
     ]
     wrong = dataclasses.replace(mapping.files["mar.xlsx"], sheet="给药记录")
-    with pytest.raises(SourceError, match="no sheet '给药记录'; sheets found: MAR"):
+    with pytest.raises(SourceError, match="no sheet '给药记录'; sheets found: 'MAR'"):
         list(iter_raw_chunks(tmp_path / "mar.xlsx", wrong, 100))

@@ -37,11 +37,17 @@ _EXCEL_TRUE, _EXCEL_FALSE = "TRUE", "FALSE"
 
 @dataclass(frozen=True, slots=True)
 class BadRow:
-    """An input row the reader could not align with the header (kept out of the frame)."""
+    """An input row the reader could not align with the header (kept out of the frame).
+
+    ``kind`` says why: ``ragged`` (more cells than the header), ``truncated`` (the file ends
+    in the middle of this row) or ``unbalanced_quote`` (a quote opened in this row is never
+    closed; the lines after it are read again as rows of their own).
+    """
 
     row: int
     fields: int
     width: int
+    kind: str = "ragged"
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,10 @@ BLOCK_BYTES: Final = 8 << 20  # CSV bytes decoded and parsed at a time (memory s
 # Codecs whose bytes polars reads as they are (it only reads UTF-8): validated, not re-encoded.
 _UTF8_CODECS: Final = frozenset({"utf-8", "utf-8-sig", "ascii"})
 _BOM: Final = "\ufeff"
+_UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
+_LINE_ENDS: Final = ("\n", "\r")
+# The csv module refuses cells over 128 KiB by default; a long cell is the mapper's to judge.
+_FIELD_LIMIT: Final = 1 << 30
 
 
 def open_csv(path: Path, spec: FileSpec, block_bytes: int = BLOCK_BYTES) -> ExportFile:
@@ -95,11 +99,16 @@ def _decode(path: Path, spec: FileSpec, data: bytes, offset: int, lines_before: 
     except UnicodeDecodeError as exc:
         line = lines_before + data.count(b"\n", 0, exc.start) + 1
         bad = data[exc.start : exc.end].hex(" ")
+        row = line - spec.header_row
+        where = f"row {row}" if row > 0 else "header"
+        utf16 = offset == 0 and data[:2] in _UTF16_BOMS
+        hint = " The file starts with a UTF-16 byte-order mark: it is UTF-16." if utf16 else ""
         raise SourceError(
-            f"{path}: cannot decode byte(s) {bad} at byte offset {offset + exc.start} "
-            f"(line {line}) with the declared encoding {spec.encoding!r} ({spec.where}).",
+            f"{path}: {where}: cannot decode byte(s) {bad} at byte offset {offset + exc.start} "
+            f"(line {line}) with the declared encoding {spec.encoding!r} ({spec.where}).{hint}",
             fix=f"re-export the file as {spec.encoding}, or declare its real encoding under "
-            f"{spec.where}.encoding in the site mapping (e.g. utf-8 or gb18030).",
+            f"{spec.where}.encoding in the site mapping (e.g. utf-8 or gb18030; UTF-16 is not "
+            "supported: save it as UTF-8).",
         ) from exc
 
 
@@ -125,6 +134,7 @@ def _csv_quoting(spec: FileSpec) -> Literal[0, 3]:
 def _parse_header(path: Path, spec: FileSpec, text: str) -> tuple[str, ...]:
     """Header cells of the decoded header record (BOM and line ending removed)."""
     text = text.removeprefix(_BOM).rstrip("\r\n")
+    csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
     rows = list(
         csv.reader(
             [text],
@@ -146,6 +156,7 @@ def _csv_header_and_start(
     path: Path, spec: FileSpec, block_bytes: int
 ) -> tuple[tuple[str, ...], int]:
     """The header and the byte offset where data rows start."""
+    _check_raw_start(path, spec, block_bytes)
     for offset, block in _csv_blocks(path, _quote_bytes(spec), block_bytes):
         start, end = _split_header(path, spec, block)
         text = _decode(path, spec, block[start:end], offset + start, block.count(b"\n", 0, start))
@@ -156,6 +167,26 @@ def _csv_header_and_start(
     )
 
 
+def _check_raw_start(path: Path, spec: FileSpec, block_bytes: int) -> None:
+    """Refuse what would be misread as one endless line: CR-only line ends, UTF-16 text."""
+    with path.open("rb") as fh:
+        head = fh.read(block_bytes)
+    if head[:2] in _UTF16_BOMS or head[:200].count(b"\x00") > 10:
+        raise SourceError(
+            f"{path}: header: the file is UTF-16 (byte-order mark or NUL bytes between "
+            f"the characters), not the declared encoding {spec.encoding!r} ({spec.where}).",
+            fix=f"re-export the file as {spec.encoding} (UTF-16 is not supported: save it as "
+            "UTF-8 or GB18030 and declare that encoding).",
+        )
+    if b"\r" in head and b"\n" not in head:
+        raise SourceError(
+            f"{path}: the lines end with a carriage return only (CR, old Mac style), so the "
+            "whole file would be read as one line.",
+            fix="re-export the file with LF or CRLF line endings (e.g. save it as 'CSV UTF-8' "
+            "or convert it with `mac2unix`).",
+        )
+
+
 def _quote_bytes(spec: FileSpec) -> bytes | None:
     """The quote character as the byte it is in every ASCII-compatible codec."""
     return spec.quotechar.encode("ascii") if spec.quotechar else None
@@ -164,8 +195,8 @@ def _quote_bytes(spec: FileSpec) -> bytes | None:
 def _parse_block(data: bytes, names: list[str], spec: FileSpec, first_row: int) -> RawChunk:
     """UTF-8 CSV records -> a string frame numbered from ``first_row``.
 
-    Polars parses; a block with a row longer than the header (polars refuses it) is
-    re-parsed with the csv module so that only the bad rows are set aside.
+    Polars parses; a block it refuses (a row longer than the header, a short first row ...)
+    is re-parsed with the csv module so that only the bad rows are set aside.
     """
     try:
         frame = pl.read_csv(
@@ -177,14 +208,14 @@ def _parse_block(data: bytes, names: list[str], spec: FileSpec, first_row: int) 
             infer_schema=False,
             raise_if_empty=False,
         )
-    except pl.exceptions.ComputeError:
+    except pl.exceptions.PolarsError:
         return _parse_block_python(data.decode("utf-8"), names, spec, first_row)
     return RawChunk(number_rows(frame, first_row))
 
 
-def _parse_block_python(text: str, names: list[str], spec: FileSpec, first_row: int) -> RawChunk:
-    """Slow path for ragged blocks: rows wider than the header become BadRows."""
-    width = len(names)
+def _read_records(text: str, spec: FileSpec) -> list[tuple[list[str], int]]:
+    """(cells, 0-based physical line where the record starts) of every record in ``text``."""
+    csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
     reader = csv.reader(
         io.StringIO(text, newline=""),
         delimiter=spec.delimiter,
@@ -192,18 +223,77 @@ def _parse_block_python(text: str, names: list[str], spec: FileSpec, first_row: 
         quoting=_csv_quoting(spec),
         strict=False,
     )
+    records: list[tuple[list[str], int]] = []
+    line = 0
+    for record in reader:
+        records.append((record, line))
+        line = reader.line_num
+    return records
+
+
+def _line_offset(text: str, line: int) -> int:
+    """Character offset where 0-based physical ``line`` of ``text`` starts (as csv counts)."""
+    offset = 0
+    for index, piece in enumerate(io.StringIO(text, newline="")):
+        if index == line:
+            return offset
+        offset += len(piece)
+    return len(text)
+
+
+def _parse_block_python(
+    text: str, names: list[str], spec: FileSpec, first_row: int, *, open_end: bool = False
+) -> RawChunk:
+    """Slow path for ragged blocks: rows wider than the header become BadRows.
+
+    ``open_end``: the block is the end of a file that does not end on a record boundary (no
+    final line break, or inside a quoted cell). Its last record is then set aside as
+    truncated when it is short or stops inside a quote on its own line; a quote that opens
+    in a row and swallows the lines after it sets that row aside and reads those lines again.
+    """
+    width = len(names)
     rows: list[list[str | None]] = []
     numbers: list[str] = []
     bad: list[BadRow] = []
-    for index, record in enumerate(reader):
-        row = first_row + index
-        if len(record) > width:
-            bad.append(BadRow(row, len(record), width))
+    row = first_row
+    quote = spec.quotechar
+    while True:
+        records = _read_records(text, spec)
+        tail = records.pop() if open_end and records else None
+        for record, _ in records:
+            if len(record) > width:
+                bad.append(BadRow(row, len(record), width))
+            else:
+                numbers.append(str(row))
+                rows.append([*record, *([None] * (width - len(record)))])
+            row += 1
+        if tail is None:
+            break
+        record, start = tail
+        begin = _line_offset(text, start)
+        rest = text[_line_offset(text, start + 1) :]
+        in_quote = quote is not None and text.count(quote, begin) % 2 == 1
+        if in_quote and rest:
+            bad.append(BadRow(row, len(record), width, "unbalanced_quote"))
+            row += 1
+            text = rest
+            open_end = not text.endswith(_LINE_ENDS) or text.count(quote or '"') % 2 == 1
             continue
-        numbers.append(str(row))
-        rows.append([*record, *([None] * (width - len(record)))])
+        if in_quote or (len(record) < width and not text.endswith(_LINE_ENDS)):
+            bad.append(BadRow(row, len(record), width, "truncated"))
+        elif len(record) > width:
+            bad.append(BadRow(row, len(record), width))
+        else:
+            numbers.append(str(row))
+            rows.append([*record, *([None] * (width - len(record)))])
+        break
     frame = frame_from_rows(names, numbers, rows)
     return RawChunk(nulls_for_empty(frame), tuple(bad))
+
+
+def _open_end(data: bytes, quote: bytes | None) -> bool:
+    """The bytes do not end on a record boundary (no final line break, or inside quotes)."""
+    return not data.endswith((b"\n", b"\r")) or (quote is not None and data.count(quote) % 2 == 1)
 
 
 def _csv_chunks(
@@ -214,7 +304,8 @@ def _csv_chunks(
     names = unique_names(header)
     next_row, lines_before = 1, 0
     passthrough = spec.encoding in _UTF8_CODECS
-    for offset, block in _csv_blocks(path, _quote_bytes(spec), block_bytes):
+    quote = _quote_bytes(spec)
+    for offset, block in _csv_blocks(path, quote, block_bytes):
         skip = start if offset == 0 else 0  # the first block starts with the header
         data = block[skip:]
         lines_before += block.count(b"\n", 0, skip)
@@ -222,7 +313,11 @@ def _csv_chunks(
         lines_before += data.count(b"\n")
         if not text:
             continue
-        chunk = _parse_block(data if passthrough else text.encode("utf-8"), names, spec, next_row)
+        if _open_end(data, quote):  # only the last block of a file can be open-ended
+            chunk = _parse_block_python(text, names, spec, next_row, open_end=True)
+        else:
+            utf8 = data if passthrough else text.encode("utf-8")
+            chunk = _parse_block(utf8, names, spec, next_row)
         next_row += chunk.frame.height + len(chunk.bad_rows)
         yield from _sliced(chunk, chunk_rows)
 

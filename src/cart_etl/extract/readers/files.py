@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,12 +47,77 @@ def iter_raw_chunks(
 
 
 def _check_exists(path: Path, spec: FileSpec) -> None:
-    """A missing file names what the mapping expected there."""
-    if not path.is_file():
-        grain = spec.options.get("grain")
-        what = f"{spec.format} file" + (f" ({grain})" if grain else "")
+    """A file that cannot be opened says why: missing, a folder, a link loop, unreadable."""
+    if path.is_file():
+        _check_readable(path, spec)
+        return
+    grain = spec.options.get("grain")
+    what = f"{spec.format} file" + (f" ({grain})" if grain else "")
+    expected = f"the site mapping expects {spec.where} there: a {what}"
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except (RuntimeError, OSError):  # a loop raises RuntimeError or ELOOP by Python version
+            raise SourceError(
+                f"{path}: is a symbolic link that loops back on itself (or a chain of links "
+                f"that never reaches a file); {expected}.",
+                fix=f"replace the link with the file itself, or point it at the real {spec.name}.",
+            ) from None
+        if not target.is_file():
+            raise SourceError(
+                f"{path}: is a symbolic link to {target}, which is not a file; {expected}.",
+                fix=f"point the link at the real {spec.name}, or copy the file in its place.",
+            )
+    if path.is_dir():
         raise SourceError(
-            f"{path}: missing; the site mapping expects {spec.where} there: a {what} with "
-            f"columns {', '.join(spec.columns)}.",
-            fix="add the file to the export directory (or point at the right directory).",
+            f"{path}: is a folder, not a file; {expected}.",
+            fix=f"put the file itself at {path} (the export may have been unpacked one level "
+            "too deep).",
         )
+    if path.exists():
+        raise SourceError(
+            f"{path}: is not a regular file (a device, socket or pipe); {expected}.",
+            fix="copy the exported file into the export directory.",
+        )
+    near = _case_variants(path)
+    if near:
+        found = ", ".join(repr(n) for n in near)
+        raise SourceError(
+            f"{path}: missing; found {found}, which differs only in upper/lower case "
+            f"(file names are case-sensitive here); {expected}.",
+            fix=f"rename the file to {path.name!r} (or the mapping's file name under "
+            f"{spec.where} to the export's).",
+        )
+    raise SourceError(
+        f"{path}: missing; {expected} with columns {', '.join(spec.columns)}.",
+        fix="add the file to the export directory (or point at the right directory).",
+    )
+
+
+def _case_variants(path: Path) -> list[str]:
+    """Names in the file's folder equal to its name but for upper/lower case."""
+    try:
+        names = [p.name for p in path.parent.iterdir()]
+    except OSError:
+        return []
+    wanted = path.name.casefold()
+    return sorted(n for n in names if n.casefold() == wanted and n != path.name)
+
+
+def _check_readable(path: Path, spec: FileSpec) -> None:
+    """An unreadable file (permissions) names the user and the fix, not an OSError."""
+    try:
+        with path.open("rb"):
+            pass
+    except PermissionError:
+        raise SourceError(
+            f"{path}: cannot be read: permission denied for the user running cart-etl "
+            f"(uid {os.geteuid()}); the site mapping expects {spec.where} there.",
+            fix=f"make the file readable (e.g. `chmod a+r {path}`) or run as a user who may "
+            "read the export.",
+        ) from None
+    except OSError as exc:
+        raise SourceError(
+            f"{path}: cannot be opened ({exc.strerror or exc}).",
+            fix="check the file and the disk it is on, then copy the export again.",
+        ) from None

@@ -28,9 +28,9 @@ def open_xlsx(path: Path, spec: FileSpec) -> ExportFile:
 
     try:
         workbook = load_workbook(path, read_only=True, data_only=True)
-    except (BadZipFile, InvalidFileException, KeyError, OSError) as exc:
+    except (BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
         raise SourceError(
-            f"{path}: not a readable .xlsx workbook ({exc}).",
+            f"{path}: not a readable .xlsx workbook ({exc}){_looks_like(path)}.",
             fix=f"re-export it as .xlsx or declare its real format under {spec.where}.format.",
         ) from exc
     try:
@@ -46,14 +46,36 @@ def open_xlsx(path: Path, spec: FileSpec) -> ExportFile:
     )
 
 
+def _looks_like(path: Path) -> str:
+    """What a file that is not a workbook seems to be, from its first bytes."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return ""
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        return "; it is an old binary .xls workbook (save it as .xlsx)"
+    if not head:
+        return "; the file is empty (0 bytes)"
+    if b"\x00" not in head and (b"," in head or b";" in head or b"\t" in head):
+        return "; it looks like a CSV text file saved under an .xlsx name"
+    return ""
+
+
 def _sheet(workbook: Any, path: Path, spec: FileSpec) -> Any:
     """The declared worksheet (default: the first one)."""
     if spec.sheet is None:
         return workbook.worksheets[0]
     if spec.sheet not in workbook.sheetnames:
+        found = ", ".join(repr(n) for n in workbook.sheetnames)
+        near = [
+            n for n in workbook.sheetnames if n.strip().casefold() == spec.sheet.strip().casefold()
+        ]
+        hint = f" {near[0]!r} differs from it only in spaces or upper/lower case." if near else ""
         raise SourceError(
-            f"{path}: no sheet {spec.sheet!r}; sheets found: {', '.join(workbook.sheetnames)}.",
-            fix=f"set {spec.where}.sheet to the sheet holding the data.",
+            f"{path}: no sheet {spec.sheet!r}; sheets found: {found}.{hint}",
+            fix=f"set {spec.where}.sheet to the sheet holding the data"
+            + (f" ({near[0]!r}, spaces included), or rename the sheet." if near else "."),
         )
     return workbook[spec.sheet]
 

@@ -11,10 +11,12 @@ from cart_etl.errors import MappingError, SourceError
 from cart_etl.extract.readers.cells import ExportFile
 from cart_etl.extract.readers.files import open_export_file
 from cart_etl.extract.site.mapper import (
+    duplicate_columns,
     map_source_frame,
     ragged_rows,
     resolve_columns,
     select_mapped,
+    split_duplicates,
 )
 from cart_etl.extract.site.spec import FileSpec, SiteMapping
 
@@ -27,6 +29,7 @@ class _Opened:
 
     file: ExportFile
     resolved: Mapping[str, str]
+    duplicates: Mapping[str, list[str]]
 
 
 def extract_site_export(
@@ -71,7 +74,8 @@ def _preflight(export_dir: Path, spec: FileSpec, mapping: SiteMapping) -> _Opene
     """Open one file and check its header against the mapping."""
     file = open_export_file(export_dir / spec.name, spec)
     try:
-        return _Opened(file, resolve_columns(file.header, spec, str(file.path), mapping))
+        resolved = resolve_columns(file.header, spec, str(file.path), mapping)
+        return _Opened(file, resolved, duplicate_columns(file.header, resolved))
     except BaseException:
         file.close()
         raise
@@ -83,8 +87,12 @@ def _stream(opened: list[_Opened], mapping: SiteMapping, chunk_rows: int) -> Ext
         for item in opened:
             spec = item.file.spec
             for chunk in item.file.chunks(chunk_rows):
-                frame = select_mapped(chunk.frame, item.resolved)
+                frame, differing = split_duplicates(
+                    chunk.frame, item.resolved, item.duplicates, spec, mapping, spec.name
+                )
+                frame = select_mapped(frame, item.resolved)
                 yield from map_source_frame(frame, spec, mapping, mapping.site, spec.name)
+                yield from differing
                 yield from ragged_rows(spec, mapping, mapping.site, spec.name, chunk.bad_rows)
     finally:
         for item in opened:

@@ -20,18 +20,25 @@ from cart_etl.extract.readers.cells import ROW_COLUMN, BadRow, unique_names
 from cart_etl.extract.site.spec import FileSpec, Output, SiteMapping, normalize_key
 
 __all__ = [
+    "RULE_CELL_TOO_LONG",
+    "RULE_CONTROL_CHARACTER",
+    "RULE_DUPLICATE_COLUMN",
     "RULE_EMPTY_ROW",
     "RULE_MISSING_PATIENT_KEY",
     "RULE_NO_VALUES",
     "RULE_RAGGED_ROW",
+    "RULE_TRUNCATED_ROW",
+    "RULE_UNBALANCED_QUOTE",
     "RULE_UNKNOWN_ITEM",
     "WIDE_ROW_SEPARATOR",
+    "duplicate_columns",
     "map_source_frame",
     "needed_columns",
     "ragged_rows",
     "resolve_columns",
     "select_mapped",
     "source_row",
+    "split_duplicates",
 ]
 
 WIDE_ROW_SEPARATOR: Final = ":"  # wide layouts: row = "<data row>:<item>"
@@ -41,6 +48,16 @@ RULE_MISSING_PATIENT_KEY: Final = "extract.missing_patient_key"
 RULE_EMPTY_ROW: Final = "extract.empty_row"
 RULE_NO_VALUES: Final = "extract.no_values"
 RULE_RAGGED_ROW: Final = "extract.ragged_row"
+RULE_TRUNCATED_ROW: Final = "extract.truncated_row"
+RULE_UNBALANCED_QUOTE: Final = "extract.unbalanced_quote"
+RULE_CONTROL_CHARACTER: Final = "extract.control_character"
+RULE_CELL_TOO_LONG: Final = "extract.cell_too_long"
+RULE_DUPLICATE_COLUMN: Final = "extract.duplicate_column"
+
+# Excel's own limit on a cell; a longer cell is an export fault (a runaway quote, a blob).
+MAX_CELL_CHARS: Final = 32_767
+# C0 control characters other than tab, line feed and carriage return (NUL first of all).
+_CONTROL_PATTERN: Final = "[\x00-\x08\x0b\x0c\x0e-\x1f]"
 
 _TARGET: Final = "__target__"
 _ORDER: Final = ("__n__", "__k__")
@@ -94,6 +111,63 @@ def resolve_columns(
     return resolved
 
 
+def duplicate_columns(header: Sequence[str], resolved: Mapping[str, str]) -> dict[str, list[str]]:
+    """Mapping column -> the other frame columns whose header cell is the same name.
+
+    A header naming a mapped column twice (exactly or after NFKC + strip) is read from its
+    first occurrence; :func:`split_duplicates` sets aside the rows where the copies differ.
+    """
+    names = unique_names(header)
+    out: dict[str, list[str]] = {}
+    for column, found in resolved.items():
+        key = normalize_key(column)
+        others = [
+            n
+            for n, cell in zip(names, header, strict=True)
+            if n != found and normalize_key(cell) == key
+        ]
+        if others:
+            out[column] = others
+    return out
+
+
+def split_duplicates(
+    frame: pl.DataFrame,
+    resolved: Mapping[str, str],
+    duplicates: Mapping[str, list[str]],
+    spec: FileSpec,
+    mapping: SiteMapping,
+    file: str,
+) -> tuple[pl.DataFrame, list[Rejected]]:
+    """Rows whose repeated header columns disagree, as Rejected (values not echoed: privacy)."""
+    if not duplicates:
+        return frame, []
+    ctx = _MapCtx(spec, mapping, mapping.site, file)
+    positions = {n: i for i, n in enumerate(frame.columns) if n != ROW_COLUMN}
+    rejected: list[Rejected] = []
+    differs = []
+    for column, others in duplicates.items():
+        found = resolved[column]
+        diff = pl.any_horizontal(pl.col(found).ne_missing(pl.col(o)) for o in others)
+        differs.append(diff)
+        cells = ", ".join(str(positions[n]) for n in (found, *others))
+        for (row,) in frame.filter(diff).select(ROW_COLUMN).iter_rows():
+            rejected.append(
+                ctx.reject(
+                    row,
+                    column,
+                    "",
+                    RULE_DUPLICATE_COLUMN,
+                    f"{file}: row {row}: the header names column {column!r} more than once "
+                    f"(header cells {cells}) and this row holds different values in them, so "
+                    f"it is unknown which one is meant. Fix: remove or rename the repeated "
+                    f"column in the export (or map it under {spec.where}.columns under its "
+                    "own name).",
+                )
+            )
+    return frame.filter(~pl.any_horizontal(differs)), rejected
+
+
 def select_mapped(frame: pl.DataFrame, resolved: Mapping[str, str]) -> pl.DataFrame:
     """ROW_COLUMN plus the needed columns, renamed to the mapping's column names."""
     return frame.select(
@@ -122,7 +196,9 @@ def map_source_frame(
         yields a record per item).
     """
     ctx = _MapCtx(file_spec, mapping, source, file)
+    frame, suspect = _drop_corrupt(frame, ctx)
     frame, rejected = _drop_unplaceable(frame, ctx)
+    rejected = [*suspect, *rejected]
     mappers = {"flat": _map_flat, "long": _map_long, "wide": _map_wide}
     batches, more = mappers[file_spec.layout](frame, ctx)
     return [*batches, *rejected, *more]
@@ -140,6 +216,58 @@ class _MapCtx:
     def reject(self, row: str, field: str, value: str, rule_id: str, message: str) -> Rejected:
         """A Rejected of this file."""
         return Rejected(self.source, self.file, row, field, value, rule_id, message)
+
+
+def _drop_corrupt(frame: pl.DataFrame, ctx: _MapCtx) -> tuple[pl.DataFrame, list[Rejected]]:
+    """Set aside rows with a cell holding control characters (NUL ...) or over 32 767 chars.
+
+    Such a cell is a fault of the export (binary data, a runaway quote); the value is not
+    echoed (it may be huge or hold anything).
+    """
+    cells = [c for c in frame.columns if c != ROW_COLUMN]
+    if not cells or frame.height == 0:
+        return frame, []
+    control = [pl.col(c).str.contains(_CONTROL_PATTERN).fill_null(False) for c in cells]
+    long_ = [(pl.col(c).str.len_chars() > MAX_CELL_CHARS).fill_null(False) for c in cells]
+    flags = frame.select(
+        pl.col(ROW_COLUMN),
+        pl.concat_list(control).alias("control"),
+        pl.concat_list(long_).alias("long"),
+    )
+    bad = flags.filter(pl.col("control").list.any() | pl.col("long").list.any())
+    if bad.height == 0:
+        return frame, []
+    rejected = []
+    for row, control_flags, long_flags in bad.iter_rows():
+        if any(control_flags):
+            field = cells[control_flags.index(True)]
+            rejected.append(
+                ctx.reject(
+                    row,
+                    field,
+                    "",
+                    RULE_CONTROL_CHARACTER,
+                    f"{ctx.file}: row {row}: column {field!r} holds a control character (a NUL "
+                    "byte or another non-printing character), which is not text. Fix: remove "
+                    "the character in the source system and re-export (a NUL byte often means "
+                    "a binary or UTF-16 file, or a damaged copy).",
+                )
+            )
+        else:
+            field = cells[long_flags.index(True)]
+            rejected.append(
+                ctx.reject(
+                    row,
+                    field,
+                    "",
+                    RULE_CELL_TOO_LONG,
+                    f"{ctx.file}: row {row}: column {field!r} holds more than {MAX_CELL_CHARS:,} "
+                    "characters (Excel's cell limit); it is not a value. Fix: check the row "
+                    "in the export for a stray quote or an embedded document and re-export.",
+                )
+            )
+    keep = ~(pl.any_horizontal(control) | pl.any_horizontal(long_))
+    return frame.filter(keep), rejected
 
 
 def _drop_unplaceable(frame: pl.DataFrame, ctx: _MapCtx) -> tuple[pl.DataFrame, list[Rejected]]:
@@ -309,14 +437,33 @@ def ragged_rows(
 
 
 def _bad_row(ctx: _MapCtx, bad: BadRow) -> Rejected:
-    """Rejected for a row with more cells than the header (cells are not echoed: privacy)."""
+    """Rejected for a row the reader could not align (cells are not echoed: privacy)."""
     delimiter = ctx.spec.delimiter
-    return ctx.reject(
-        str(bad.row),
-        "*",
-        f"{bad.fields} fields",
+    rule, message = (
         RULE_RAGGED_ROW,
-        f"{ctx.file} row {bad.row}: {bad.fields} cells but the header has {bad.width}; the "
-        f"cells cannot be aligned with the columns. Fix: quote cells containing the "
-        f"delimiter {delimiter!r} in the export, or remove the extra cells.",
+        (
+            f"{ctx.file} row {bad.row}: {bad.fields} cells but the header has {bad.width}; the "
+            f"cells cannot be aligned with the columns. Fix: quote cells containing the "
+            f"delimiter {delimiter!r} in the export, or remove the extra cells."
+        ),
     )
+    if bad.kind == "truncated":
+        rule, message = (
+            RULE_TRUNCATED_ROW,
+            (
+                f"{ctx.file}: row {bad.row}: the file ends in the middle of this row ({bad.fields} "
+                f"of {bad.width} cells, no final line break or an unclosed quote): the file was "
+                "cut off. Fix: re-export or copy the file again completely."
+            ),
+        )
+    elif bad.kind == "unbalanced_quote":
+        rule, message = (
+            RULE_UNBALANCED_QUOTE,
+            (
+                f"{ctx.file}: row {bad.row}: a quote opened in this row is never closed, so the "
+                "row cannot be split into cells (the lines after it were read as rows of their "
+                'own). Fix: remove the stray quote, or double it ("") inside a quoted cell, and '
+                "re-export."
+            ),
+        )
+    return ctx.reject(str(bad.row), "*", f"{bad.fields} fields", rule, message)
