@@ -16,6 +16,13 @@ import polars as pl
 EXCEL_EPOCH = datetime(1899, 12, 30)  # noqa: DTZ001 - a calendar origin, not a moment
 _ROUND = {"day": "1d", "minute": "1m", "second": "1s"}
 _NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)$"
+# A timestamp outside these years is not a clinical date of this study but data shifted into
+# the column (a cell count, a weight, an MRN): it does not parse (and never overflows).
+MIN_YEAR, MAX_YEAR = 1900, 2999
+# An Excel serial is a plain day count (no sign, no exponent) from 1 up to 2100-12-31: a
+# larger number in a date column is other data, a digits-only date is never a serial.
+_SERIAL = r"^\d{1,5}(\.\d+)?$"
+EXCEL_SERIAL_MIN, EXCEL_SERIAL_MAX = 1, 73415  # up to 2100-12-31 (the result must be >= 1900)
 _DECIMAL_COMMA = r"^([+-]?\d+),(\d+)$"
 
 
@@ -40,6 +47,24 @@ def has_decimal_comma(expr: pl.Expr) -> pl.Expr:
     return normalise_text(expr).str.contains(_DECIMAL_COMMA).fill_null(False)
 
 
+def excel_serial_days(text: pl.Expr) -> pl.Expr:
+    """Normalised text -> its Excel serial day count (Float64) when it can be one, else null.
+
+    Only plain decimals between ``EXCEL_SERIAL_MIN`` and ``EXCEL_SERIAL_MAX`` + 1 (a year
+    1900-2100): ``-5`` (1899-12-24), ``19640106`` (a digits-only date, year 55672) or a cell
+    count shifted into the column are not dates.
+    """
+    days = pl.when(text.str.contains(_SERIAL)).then(text.cast(pl.Float64, strict=False))
+    return pl.when(days.is_between(EXCEL_SERIAL_MIN, EXCEL_SERIAL_MAX + 1, closed="left")).then(
+        days
+    )
+
+
+def _in_years(parsed: pl.Expr) -> pl.Expr:
+    """``parsed`` where its year is within MIN_YEAR..MAX_YEAR, else null."""
+    return pl.when(parsed.dt.year().is_between(MIN_YEAR, MAX_YEAR)).then(parsed)
+
+
 def parse_local_datetime(
     expr: pl.Expr,
     formats: Sequence[str],
@@ -55,25 +80,30 @@ def parse_local_datetime(
     nothing is guessed. A bare number is an Excel serial day count when ``excel_serial``,
     rounded to the column's declared ``precision`` ("day", "minute" or "second") because a
     serial stores 1/86 400 of a day in binary floating point (44260.604167 -> 14:30:00.029).
+    Only serials 1..73415 (years 1900-2100, ``excel_serial_days``) are read; a digits-only
+    date (``19640106``) parses only where the mapping declares ``%Y%m%d``. A parsed year
+    outside 1900-2999 is null: the column holds other data. Never raises or panics on text.
     """
     text = normalise_text(expr)
     candidates: list[pl.Expr] = []
     for fmt in formats:
         if "%z" in fmt:
-            parsed = text.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False, exact=True)
+            parsed = _in_years(
+                text.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False, exact=True)
+            )
         else:
             parsed = (
-                text.str.strptime(pl.Datetime("us"), fmt, strict=False, exact=True)
+                _in_years(text.str.strptime(pl.Datetime("us"), fmt, strict=False, exact=True))
                 .dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
                 .dt.convert_time_zone("UTC")
             )
         candidates.append(parsed)
     if excel_serial:
-        serial = pl.when(text.str.contains(_NUMBER)).then(text.cast(pl.Float64, strict=False))
+        serial = excel_serial_days(text)
         as_local = pl.lit(EXCEL_EPOCH).dt.cast_time_unit("us") + pl.duration(
-            milliseconds=(serial * 86_400_000).round(0).cast(pl.Int64)
+            milliseconds=(serial * 86_400_000).round(0).cast(pl.Int64, strict=False)
         )
-        as_local = as_local.dt.round(_ROUND[precision])
+        as_local = _in_years(as_local.dt.round(_ROUND[precision]))
         candidates.append(
             as_local.dt.replace_time_zone(
                 timezone, ambiguous="earliest", non_existent="null"

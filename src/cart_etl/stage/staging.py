@@ -17,6 +17,7 @@ import polars as pl
 
 from cart_etl.mappings import plausibility
 from cart_etl.stage.casts import (
+    excel_serial_days,
     has_decimal_comma,
     normalise_text,
     parse_local_datetime,
@@ -154,9 +155,10 @@ def _parse_at(ctx: StagingContext, raw: pl.Expr, file_col: str = "file") -> pl.E
 def date_recovery(ctx: StagingContext, raw: pl.Expr, file_col: str = "file") -> pl.Expr:
     """How a timestamp that did not match its file's primary format was read, else null.
 
-    'excel_serial' (a bare number), 'timezone_assumed' (the primary format has an offset and
-    the text has none) or 'alternate_format' (a declared alternate). These are recovered
-    defects: the value is kept and the row carries a data-quality warning.
+    'excel_serial' (a number in the serial range, where the file may hold serials),
+    'timezone_assumed' (the primary format has an offset and the text has none) or
+    'alternate_format' (a declared alternate). These are recovered defects: the value is
+    kept and the row carries a data-quality warning.
     """
     text = normalise_text(raw)
     expr: pl.Expr = pl.lit(None, dtype=pl.String)
@@ -176,7 +178,7 @@ def date_recovery(ctx: StagingContext, raw: pl.Expr, file_col: str = "file") -> 
         kind = (
             pl.when(text.is_null() | primary_ok)
             .then(None)
-            .when(text.str.contains(r"^\d+(\.\d+)?$"))
+            .when(excel_serial_days(text).is_not_null() & pl.lit(spec.excel_serial))
             .then(pl.lit("excel_serial"))
             .when(naive_ok)
             .then(pl.lit("timezone_assumed"))

@@ -1,0 +1,99 @@
+"""Values and identifiers that used to crash the run or merge silently (#15).
+
+Each case is a copy of the English wide sample export (tests/cases/site_wide_en, site
+``example_wide_en``) with a few cells changed: what the exporter or a data-entry slip
+produces. Every case ends in quarantine with a named rule and the value, and every input
+row stays accounted for (``rows_in == accepted + quarantined``).
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cart_etl.errors import FailureCase
+from cart_etl.pipeline import Source, validate_only
+from cart_etl.validate.run import ValidationOutcome
+
+REPO = Path(__file__).resolve().parents[2]
+WIDE = REPO / "tests" / "cases" / "site_wide_en"
+SITE = "example_wide_en"
+# What the clean sample export already reports (a lab unit without a conversion, one empty
+# wide row): every case below adds to these.
+BASELINE = {"extract.no_values", "measurement.unit.convertible"}
+
+
+def edited_export(tmp_path: Path, edits: dict[tuple[str, int, str], str]) -> Path:
+    """A copy of the wide export with ``(file, data row (1-based), column) -> new text``."""
+    folder = tmp_path / "export"
+    shutil.copytree(WIDE, folder)
+    by_file: dict[str, list[tuple[int, str, str]]] = {}
+    for (file, row, column), value in edits.items():
+        by_file.setdefault(file, []).append((row, column, value))
+    for file, changes in by_file.items():
+        path = folder / file
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        for row, column, value in changes:
+            rows[row][rows[0].index(column)] = value
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows(rows)
+    return folder
+
+
+def validate(folder: Path) -> ValidationOutcome:
+    outcome, _report = validate_only(Source(str(folder), SITE), expectations=False)
+    for f in outcome.files:
+        assert f.rows_in == f.accepted + f.quarantined, f
+        assert f.unaccounted == 0, f
+    return outcome
+
+
+def cases_of(outcome: ValidationOutcome, file: str) -> list[FailureCase]:
+    return [c for c in outcome.quarantined if c.file == file]
+
+
+# ---- 1/2. other data in a timestamp column; digits-only dates; Excel serials out of range ----
+
+DATE_COLUMNS = {
+    "vitals_wide.csv": ("charted_at", "measurement.at.parse"),
+    "labs.csv": ("collected_at", "measurement.at.parse"),
+    "meds.csv": ("administered_at", "measurement.at.parse"),
+    "infusion.csv": ("infused_at", "field.parse"),
+    "patients.csv": ("date_of_birth", "field.parse"),
+}
+SHIFTED = [
+    "Tocilizumab",  # columns shifted by one: text in the date-time column
+    "100000000",  # was a polars PanicException (temporal_conversions.rs)
+    "99999999999999999999",  # was InvalidOperationError
+    "19640106",  # was 'year 55672 is out of range'
+    "-5",  # was loaded silently as 1899-12-24
+]
+
+
+@pytest.mark.parametrize("value", SHIFTED)
+@pytest.mark.parametrize("file", sorted(DATE_COLUMNS))
+def test_01_other_data_in_a_timestamp_column_is_quarantined_by_the_parse_rule(
+    tmp_path, file, value
+):
+    column, rule_id = DATE_COLUMNS[file]
+    outcome = validate(edited_export(tmp_path, {(file, 2, column): value}))
+    mine = [c for c in cases_of(outcome, file) if c.rule_id == rule_id]
+    assert mine, [c.rule_id for c in outcome.quarantined]
+    assert {c.row.split(":")[0] for c in mine} == {"2"}
+    assert {c.value for c in mine} == {value}
+    assert all(repr(value) in c.message for c in mine)
+    assert {c.rule_id for c in outcome.quarantined} <= BASELINE | {
+        rule_id,
+        "row.patient.quarantined",  # a register row's other rows follow it
+    }
+
+
+def test_02_a_plausible_excel_serial_still_loads_with_its_warning(tmp_path):
+    outcome = validate(edited_export(tmp_path, {("labs.csv", 1, "collected_at"): "44256.3125"}))
+    assert {c.rule_id for c in outcome.quarantined} == BASELINE
+    dated = [(w.row, w.value) for w in outcome.warnings if w.rule_id.startswith("date.")]
+    assert dated == [("1", "44256.3125")]
