@@ -12,10 +12,11 @@ import csv
 import shutil
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from cart_etl.errors import FailureCase
-from cart_etl.pipeline import Source, validate_only
+from cart_etl.pipeline import Source, run, validate_only
 from cart_etl.validate.run import ValidationOutcome
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,3 +98,49 @@ def test_02_a_plausible_excel_serial_still_loads_with_its_warning(tmp_path):
     assert {c.rule_id for c in outcome.quarantined} == BASELINE
     dated = [(w.row, w.value) for w in outcome.warnings if w.rule_id.startswith("date.")]
     assert dated == [("1", "44256.3125")]
+
+
+# ---- 3. an infused patient whose infusion row is missing from the delivery -----------------
+
+
+def _query(store: Path, sql: str) -> list[tuple]:  # type: ignore[type-arg]
+    con = duckdb.connect(str(store), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("how", ["missing", "quarantined"])
+def test_03_drugs_of_a_patient_without_an_accepted_infusion_are_quarantined(tmp_path, how):
+    """Was ``NOT NULL constraint failed: treatment.study_day`` at load: EX-001 (H1004821) has
+    drugs, vitals and labs but no infusion row (or an unreadable one). Now EX-001 is
+    ``not_infused`` and its four meds.csv rows are quarantined by ``drug.no_infusion``."""
+    if how == "missing":
+        folder = edited_export(tmp_path, {})
+        path = folder / "infusion.csv"
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        path.write_text(lines[0] + "".join(lines[2:]), encoding="utf-8")
+    else:
+        folder = edited_export(tmp_path, {("infusion.csv", 1, "infused_at"): "61000000"})
+    result = run(Source(str(folder), SITE), tmp_path / "s.duckdb", expectations=False)
+    assert result.status == "succeeded", result.failures
+    assert _query(
+        result.store,
+        "SELECT is_infused, exclusion_reason FROM marts.patient WHERE study_id='EX-001'",
+    ) == [(False, "not_infused")]
+    assert _query(result.store, "SELECT count(*) FROM marts.treatment WHERE study_id='EX-001'") == [
+        (0,)
+    ]
+    cases = _query(
+        result.store,
+        "SELECT file, row_ref, field, value, message FROM etl.quarantine "
+        "WHERE rule_id = 'drug.no_infusion' ORDER BY row_ref",
+    )
+    assert [(f, r, fld, v) for f, r, fld, v, _ in cases] == [
+        ("meds.csv", str(i), "patient_key", "<redacted>") for i in range(1, 5)
+    ]
+    why = "was quarantined" if how == "quarantined" else "no infusion row"
+    for *_, message in cases:
+        assert "patients.csv row 1, study id EX-001" in message and why in message
+        assert "H1004821" not in message and "Alice" not in message

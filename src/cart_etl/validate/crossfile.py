@@ -169,3 +169,49 @@ def filter_followup_order(follow_up: pl.DataFrame) -> tuple[pl.DataFrame, list[F
         for rec in rejected.iter_rows(named=True)
     ]
     return ok, cases
+
+
+def filter_without_infusion(
+    frame: pl.DataFrame,
+    infusion: pl.DataFrame,
+    patients: pl.DataFrame,
+    delivered: pl.DataFrame | None = None,
+    *,
+    raw_col: str = "at_raw",
+) -> tuple[pl.DataFrame, list[FailureCase]]:
+    """Quarantine drug/vasopressor rows of a patient without an accepted CAR-T infusion.
+
+    A treatment row's study day counts from the infusion (day 0): without one it has none,
+    and the patient is ``not_infused``. ``delivered`` (source, patient_key, file, row of the
+    infusion rows as extracted) tells a missing infusion row from a quarantined one. The
+    message names the patient's register row and study id, never the MRN.
+    """
+    infused = infusion.select("source", "patient_key", _day0=pl.lit(True)).unique()
+    joined = frame.join(infused, on=["source", "patient_key"], how="left")
+    ok, bad = _split(joined, pl.col("_day0").is_null())
+    if bad.is_empty():
+        return ok.drop("_day0"), []
+    register = {
+        (r["source"], r["patient_key"]): (r["file"], r["row"], r["study_id"])
+        for r in patients.select("source", "patient_key", "file", "row", "study_id").iter_rows(
+            named=True
+        )
+    }
+    sent: dict[tuple[str, str], tuple[str, str]] = {}
+    if delivered is not None:
+        for r in delivered.select("source", "patient_key", "file", "row").iter_rows(named=True):
+            sent.setdefault((r["source"], r["patient_key"]), (r["file"], r["row"]))
+    cases = []
+    for rec in bad.iter_rows(named=True):
+        key = (rec["source"], rec["patient_key"])
+        file, row, study_id = register.get(key, ("register", "?", "?"))
+        if key in sent:
+            why = "its infusion row ({} row {}) was quarantined".format(*sent[key])
+        else:
+            why = "the delivery has no infusion row for the patient"
+        detail = (
+            f"{rec.get(raw_col)!r}: the patient ({file} row {row}, study id {study_id}) has no "
+            f"accepted CAR-T infusion, so the row has no study day; {why}"
+        )
+        cases.append(case_for(rec, "drug.no_infusion", "patient_key", rec["patient_key"], detail))
+    return ok.drop("_day0"), cases

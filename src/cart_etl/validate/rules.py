@@ -220,6 +220,14 @@ _RULES += (
         "record the assessment date; assessments outside 21-35 days are not day-28 responses",
     ),
     Rule(
+        "drug.no_infusion",
+        "drugs/vasopressors",
+        "patient_key",
+        "quarantine",
+        "the patient of a drug administration or vasopressor infusion has an accepted CAR-T infusion (day 0 of its study day); the patient is not_infused otherwise",
+        "add the patient's CAR-T infusion row to the delivery, or fix its quarantined infusion row; this row then loads",
+    ),
+    Rule(
         "followup.death_before_last_contact",
         "follow_up",
         "death_date",

@@ -123,6 +123,12 @@ def validate_bucket(
             check(entity, staged_table), patients, registered
         )
         cases += orphan_cases
+        if entity in ("drugs", "vasopressors"):
+            time_raw = "at_raw" if entity == "drugs" else "start_raw"
+            checked, more = crossfile.filter_without_infusion(
+                checked, infusion, patients, deduped["infusion"], raw_col=time_raw
+            )
+            cases += more
         if entity == "response":
             checked, more = crossfile.filter_response_window(
                 checked, infusion, window=response_window, timezone=ctx.timezone
