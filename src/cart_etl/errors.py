@@ -77,3 +77,11 @@ class ValidationError(DataError):
     def __init__(self, message: str, cases: list[FailureCase], *, fix: str | None = None) -> None:
         self.cases = cases
         super().__init__(message, fix=fix)
+
+
+class StoreVersionError(StoreError):
+    """The store was written with another layout (schema version) than this package reads."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or a file-size limit) ran out while the store was written."""

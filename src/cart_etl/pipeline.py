@@ -256,11 +256,12 @@ def _run(
     say = on_stage or (lambda _msg: None)
     started = time.perf_counter()
     sums = fingerprint(source, mappings, settings)
-    con = store.connect(store_path)
+    con = store.connect(store_path, inputs=[source.location])
     con.execute(f"SET memory_limit = '{settings.duckdb_memory_limit}'")
     con.execute("SET preserve_insertion_order = false")  # marts are inserted with ORDER BY
+    command = f"run {source.describe()}"
+    run_: store.Run | None = None
     try:
-        command = f"run {source.describe()}"
         previous = None if force else _last_success(con, sums["_fingerprint"])
         if previous is not None:
             skipped = store.start_run(con, command, sums)
@@ -361,9 +362,14 @@ def _run(
             con.execute("CHECKPOINT")
         result.seconds = time.perf_counter() - started
         return result  # noqa: TRY300 - the handler only rolls back and re-raises
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(duckdb.Error):  # no transaction open
             con.rollback()
+        if store.is_disk_full(exc):  # e.g. the commit's write-ahead log or checkpoint
+            con.close()
+            raise store.disk_full_error(
+                store_path, exc, run=run_, command=command, input_checksums=sums
+            ) from exc
         raise
     finally:
         con.close()

@@ -24,7 +24,7 @@ def test_01_connect_creates_schemas_and_etl_tables(tmp_path: Path):
             "SELECT table_name FROM information_schema.tables WHERE table_schema='etl'"
         ).fetchall()
     }
-    assert tables == {"runs", "quarantine", "warnings"}
+    assert tables == {"runs", "quarantine", "warnings", "store_info"}
     # etl.warnings (data-quality warnings of accepted rows) has the columns of etl.quarantine.
     columns = (
         "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
@@ -75,7 +75,7 @@ def test_03_second_writer_process_is_refused_with_a_clear_error(tmp_path: Path):
 def test_04_not_a_duckdb_file(tmp_path: Path):
     bad = tmp_path / "notes.duckdb"
     bad.write_text("hello")
-    with pytest.raises(StoreError, match="not a readable DuckDB store|Cannot open"):
+    with pytest.raises(StoreError, match="not a DuckDB database"):
         store.connect(bad)
 
 
