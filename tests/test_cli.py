@@ -74,3 +74,70 @@ def test_06_site_folder_and_fhir_profile_options(tmp_path: Path):
     )
     assert missing.exit_code == 2
     assert "FHIR profile folder" in missing.output and "Traceback" not in missing.output
+
+
+def _fake_run(status: str, failures: list[str]):
+    from cart_etl.pipeline import RunResult
+
+    def fake(src, store, **_kw):
+        return RunResult("f" * 32, status, store, failures=failures)
+
+    return fake
+
+
+def test_07_quiet_failing_run_still_prints_one_line_with_the_failures(tmp_path, monkeypatch):
+    import cart_etl.pipeline as pipeline
+
+    failure = "patient: followup_non_negative (1 rows)"
+    monkeypatch.setattr(pipeline, "run", _fake_run("failed", [failure]))
+    args = ["run", "--source", str(tmp_path), "--site", "x", "--store", str(tmp_path / "s")]
+    quiet = CliRunner().invoke(app, [*args, "--quiet"])
+    assert quiet.exit_code == 1
+    assert len(quiet.output.strip().splitlines()) == 1 and failure in quiet.output
+    monkeypatch.setattr(pipeline, "run", _fake_run("succeeded", []))
+    ok = CliRunner().invoke(app, [*args, "--quiet"])
+    assert ok.exit_code == 0 and ok.output == ""
+
+
+def test_08_quiet_error_line_is_printed(tmp_path):
+    bad = tmp_path / "export.csv"
+    bad.write_text("a,b\n1,2\n")
+    args = ["run", "--source", str(tmp_path), "--site", "tianjin_ref", "--store", str(bad)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "cart_etl", *args, "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "error:" in proc.stderr
+    assert bad.read_text() == "a,b\n1,2\n"
+
+
+def test_09_a_rust_panic_is_a_one_line_internal_error(tmp_path, monkeypatch):
+    import cart_etl.pipeline as pipeline
+
+    class PanicException(BaseException):  # what pyo3 raises for a polars panic
+        pass
+
+    def panic(*_a, **_kw):
+        raise PanicException("called `Option::unwrap()` on a `None` value\nmore lines")
+
+    monkeypatch.setattr(pipeline, "run", panic)
+    monkeypatch.delenv("CART_ETL_DEBUG", raising=False)
+    result = CliRunner().invoke(
+        app, ["run", "--source", str(tmp_path), "--site", "x", "--store", str(tmp_path / "s")]
+    )
+    assert result.exit_code == 3
+    assert "internal error: PanicException" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not isinstance(result.exception, PanicException)
+
+
+def test_10_run_refuses_a_short_secret(tmp_path, monkeypatch):
+    monkeypatch.setenv("CART_ETL_SECRET", "abc")
+    result = CliRunner().invoke(
+        app, ["run", "--source", str(tmp_path), "--site", "x", "--store", str(tmp_path / "s")]
+    )
+    assert result.exit_code == 2 and "too short" in result.output
+    assert not (tmp_path / "s").exists()

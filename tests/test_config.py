@@ -27,9 +27,29 @@ def test_03_missing_secret_is_a_clear_configuration_error(monkeypatch):
 
 
 def test_04_pseudonymise_is_keyed_stable_and_strips(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "k1")
+    monkeypatch.setenv(SECRET_ENV, "k1-0123456789abcdef")
     a = Settings().pseudonymise("2021004817")
     assert a == Settings().pseudonymise(" 2021004817 ")
     assert len(a) == 32 and "2021004817" not in a
-    monkeypatch.setenv(SECRET_ENV, "k2")
+    monkeypatch.setenv(SECRET_ENV, "k2-0123456789abcdef")
     assert Settings().pseudonymise("2021004817") != a
+
+
+@pytest.mark.parametrize(
+    ("value", "why"), [("", "empty"), ("   ", "empty"), ("short-key", "too short")]
+)
+def test_05_empty_or_short_secret_is_refused_with_the_fix(monkeypatch, value, why):
+    monkeypatch.setenv(SECRET_ENV, value)
+    settings = Settings()
+    for check in (settings.require_secret, settings.check_secret):
+        with pytest.raises(MissingSecretError, match=why) as info:
+            check()
+        assert "export" in str(info.value) and "16" in str(info.value)
+
+
+def test_06_unset_secret_passes_the_check_but_not_require(monkeypatch):
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    Settings().check_secret()  # runs that hash nothing do not need the key
+    with pytest.raises(MissingSecretError, match="not set"):
+        Settings().require_secret()
+    assert Settings(secret="x" * 16).require_secret() == "x" * 16

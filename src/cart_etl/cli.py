@@ -67,11 +67,14 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
                 f"[bold red]error:[/] {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
             )
             raise typer.Exit(2) from None
-        except Exception as exc:
+        except (SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # also a Rust panic (pyo3 PanicException) of polars
             if os.environ.get("CART_ETL_DEBUG"):
                 raise
+            text = str(exc).strip().splitlines()
             err_console.print(
-                f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+                f"[bold red]internal error:[/] {type(exc).__name__}: {text[0] if text else ''} "
                 "(set CART_ETL_DEBUG=1 for the traceback and report it)",
                 highlight=False,
                 soft_wrap=True,
@@ -237,6 +240,8 @@ def validate_cmd(
     )
     if not quiet:
         console.print(line, highlight=False, soft_wrap=True)
+    elif result.exit_code:  # quiet means no progress, never no reason for a failure
+        err_console.print(f"[bold red]validate:[/] {line}", highlight=False, soft_wrap=True)
     raise typer.Exit(result.exit_code)
 
 
@@ -246,11 +251,20 @@ def init_store(
     store: Annotated[Path, typer.Option("--store", help="DuckDB file to create or upgrade.")],
 ) -> None:
     """Create (or upgrade) a DuckDB store with its schemas and the etl run log."""
-    from cart_etl.load.duckdb_store import SCHEMAS, connect
+    from cart_etl.load.duckdb_store import SCHEMAS, STORE_SCHEMA_VERSION, connect, init_store
 
-    con = connect(store)
-    con.close()
-    console.print(f"store ready: {store} (schemas: {', '.join(SCHEMAS)})")
+    con = connect(store, upgrade=False)
+    try:
+        done = init_store(con, target=str(store))
+    finally:
+        con.close()
+    what = "; ".join(done) if done else "already up to date"
+    console.print(
+        f"store ready: {store} (layout version {STORE_SCHEMA_VERSION}, schemas: "
+        f"{', '.join(SCHEMAS)}): {what}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("run")
@@ -280,6 +294,7 @@ def run_cmd(
     Exit codes: 0 loaded (or skipped: inputs unchanged), 1 post-load checks failed (the store
     keeps its previous data; the failure is in etl.runs), 2 unusable input or store.
     """
+    from cart_etl.config import Settings
     from cart_etl.pipeline import Source, run, summary_json
 
     if (source is None) == (fhir is None) or (source is not None and not site):
@@ -293,13 +308,27 @@ def run_cmd(
         if fhir
         else Source(str(source), site)
     )
+    Settings().check_secret()
     say = (lambda _m: None) if quiet or json_out else (lambda m: err_console.print(f"· {m}"))
     result = run(src, store, force=force, expectations=expectations, on_stage=say)
     if json_out:
         console.print_json(data=summary_json(result))
     elif not quiet:
         _print_run(result)
+    if result.status == "failed" and (quiet or json_out):
+        _print_failed_line(result)
     raise typer.Exit(result.exit_code)
+
+
+def _print_failed_line(result: Any) -> None:
+    """One stderr line for a run whose post-load checks failed (printed even with --quiet)."""
+    err_console.print(
+        f"[bold red]run {result.run_id[:8]} failed:[/] {len(result.failures)} post-load "
+        f"check(s) failed, the store keeps its previous data (etl.runs): "
+        + "; ".join(result.failures),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _print_run(result: Any) -> None:
@@ -379,6 +408,8 @@ class _DemoPrinter:
     def loaded(self, result: RunResult) -> None:
         if not self.quiet:
             _print_run(result)
+        elif result.status == "failed":
+            _print_failed_line(result)
 
     def grouped(self, groups: pd.DataFrame) -> None:
         _print_groups(groups)
