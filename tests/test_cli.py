@@ -141,3 +141,19 @@ def test_10_run_refuses_a_short_secret(tmp_path, monkeypatch):
     )
     assert result.exit_code == 2 and "too short" in result.output
     assert not (tmp_path / "s").exists()
+
+
+def test_11_disk_full_outside_the_store_names_what_to_free(tmp_path, monkeypatch):
+    import errno
+
+    import cart_etl.pipeline as pipeline
+
+    def full(*_a, **_kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "spill.arrow"))
+
+    monkeypatch.setattr(pipeline, "run", full)
+    result = CliRunner().invoke(
+        app, ["run", "--source", str(tmp_path), "--site", "x", "--store", str(tmp_path / "s")]
+    )
+    assert result.exit_code == 2
+    assert "disk is full" in result.output and f"filesystem of {tmp_path}" in result.output

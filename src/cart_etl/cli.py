@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -63,6 +64,16 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
             err_console.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                where = Path(exc.filename).parent if exc.filename else Path.cwd()
+                err_console.print(
+                    f"[bold red]error:[/] the disk is full ({exc.strerror}) writing "
+                    f"{exc.filename or 'a file'}. Fix: free disk space on the filesystem of "
+                    f"{where} (or raise the quota / file-size limit), then re-run.",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                raise typer.Exit(2) from None
             err_console.print(
                 f"[bold red]error:[/] {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
             )
