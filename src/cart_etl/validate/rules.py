@@ -337,6 +337,46 @@ _RULES += (
         "total cells / (weight x 10^6) agrees with the charted dose per kg within 5 %",
         "check the weight, the total cell count and the dose per kg on the infusion record",
     ),
+    Rule(
+        "extract.truncated_row",
+        "all files",
+        "*",
+        "quarantine",
+        "the file ends inside this row (no final line break with cells missing, or an unclosed quote on the last line): the file was cut off",
+        "re-export or copy the file again completely",
+    ),
+    Rule(
+        "extract.unbalanced_quote",
+        "all files",
+        "*",
+        "quarantine",
+        "no quote opened in a row stays open to the end of the file (the lines after it are read again as rows of their own)",
+        "remove the stray quote, or double it inside a quoted cell, and re-export",
+    ),
+    Rule(
+        "extract.control_character",
+        "all files",
+        "*",
+        "quarantine",
+        "no mapped cell holds a NUL byte or another C0 control character (tab, CR and LF excepted)",
+        "remove the character in the source system and re-export (a NUL byte often means a binary or UTF-16 file, or a damaged copy)",
+    ),
+    Rule(
+        "extract.cell_too_long",
+        "all files",
+        "*",
+        "quarantine",
+        "no mapped cell is longer than 32 767 characters (Excel's cell limit)",
+        "check the row for a stray quote or an embedded document and re-export",
+    ),
+    Rule(
+        "extract.duplicate_column",
+        "all files",
+        "*",
+        "quarantine",
+        "a mapped column named twice in the header holds the same value in both copies",
+        "remove or rename the repeated column in the export",
+    ),
 )
 
 RULES: dict[str, Rule] = {r.rule_id: r for r in _RULES}
