@@ -144,3 +144,107 @@ def test_03_drugs_of_a_patient_without_an_accepted_infusion_are_quarantined(tmp_
     for *_, message in cases:
         assert "patients.csv row 1, study id EX-001" in message and why in message
         assert "H1004821" not in message and "Alice" not in message
+
+
+# ---- 4. identifier mix-ups in the register ----------------------------------------------------
+
+ALICE = "H1004821,Alice Thornbury,female,1987-02-14,2019-06-03,2021-02-22,165.2,61.0,high,KMT2A rearranged,3,Y,42.5"
+
+
+def with_register_rows(tmp_path: Path, *lines: str) -> Path:
+    folder = edited_export(tmp_path, {})
+    with (folder / "patients.csv").open("a", encoding="utf-8", newline="") as fh:
+        fh.writelines(f"{line}\n" for line in lines)
+    return folder
+
+
+REGISTER_CASES = {
+    # one study id, two MRNs: was PRIMARY KEY ... duplicate key at load
+    "study_id_two_mrns": (
+        "EX-001,H9999999,Zed Other,male,1970-01-01,2019-06-03,2021-02-22,170,70,high,x,3,Y,42.5",
+        "register.study_id.conflict",
+        ["1", "5"],
+        "mrn",
+        "H1004821 / H9999999",
+    ),
+    # one MRN, two study ids: was both rows stored under one id, the other patient gone
+    "mrn_two_study_ids": (
+        f"EX-005,{ALICE}",
+        "register.mrn.conflict",
+        ["1", "5"],
+        "study_id",
+        "EX-001 / EX-005",
+    ),
+    # the same patient twice with two sexes: was one of them kept silently
+    "two_sexes": (
+        "EX-001," + ALICE.replace("female", "male"),
+        "register.conflicting_facts",
+        ["1", "5"],
+        "sex",
+        "female / male",
+    ),
+    # an MRN typed into the study-id column (another patient's, or the patient's own)
+    "study_id_is_an_mrn": (
+        "H1005376,H1009999,Some One,male,1987-02-14,2019-06-03,2021-02-22,165,61,high,x,3,Y,4",
+        "register.study_id.is_mrn",
+        ["5"],
+        "mrn",
+        "H1005376",
+    ),
+    "study_id_is_its_own_mrn": (
+        "H1009999,H1009999,Some One,male,1987-02-14,2019-06-03,2021-02-22,165,61,high,x,3,Y,4",
+        "register.study_id.is_mrn",
+        ["5"],
+        "mrn",
+        "H1009999",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGISTER_CASES))
+def test_04_conflicting_register_rows_are_quarantined_with_both_values(tmp_path, name):
+    line, rule_id, rows, field, value = REGISTER_CASES[name]
+    outcome = validate(with_register_rows(tmp_path, line))
+    register = cases_of(outcome, "patients.csv")
+    assert [(c.rule_id, c.row, c.field, c.value) for c in register] == [
+        (rule_id, row, field, value) for row in rows
+    ]
+    for c in register:
+        assert value in c.message
+        assert "Alice" not in c.message and "Thornbury" not in c.message
+        assert "Zed" not in c.message and "Some One" not in c.message
+    if rule_id == "register.mrn.conflict":
+        assert "H1004821" not in register[0].message
+    # Neither row of a conflict is kept: the patient's other rows follow the register rows.
+    accepted = set(outcome.accepted["demographics"].get_column("study_id").to_list())
+    kept = {"EX-001", "EX-002", "EX-003", "EX-004"} - ({"EX-001"} if rows == ["1", "5"] else set())
+    assert accepted == kept
+
+
+def test_05_register_conflicts_load_without_identifiers_in_the_store(tmp_path):
+    """The run that failed with a duplicate key loads; MRNs of the cases are redacted."""
+    folder = with_register_rows(
+        tmp_path,
+        REGISTER_CASES["study_id_two_mrns"][0],
+        REGISTER_CASES["study_id_is_an_mrn"][0],
+    )
+    result = run(Source(str(folder), SITE), tmp_path / "s.duckdb", expectations=False)
+    assert result.status == "succeeded", result.failures
+    assert _query(result.store, "SELECT study_id FROM marts.patient ORDER BY 1") == [
+        ("EX-002",),
+        ("EX-003",),
+        ("EX-004",),
+    ]
+    stored = _query(
+        result.store,
+        "SELECT rule_id, row_ref, value, message FROM etl.quarantine "
+        "WHERE rule_id LIKE 'register.%' ORDER BY row_ref",
+    )
+    assert [(r, row, v) for r, row, v, _ in stored] == [
+        ("register.study_id.conflict", "1", "<redacted>"),
+        ("register.study_id.conflict", "5", "<redacted>"),
+        ("register.study_id.is_mrn", "6", "<redacted>"),
+    ]
+    dump = repr(_query(result.store, "SELECT * FROM etl.quarantine"))
+    for mrn in ("H1004821", "H9999999", "H1005376", "H1009999"):
+        assert mrn not in dump

@@ -215,3 +215,113 @@ def filter_without_infusion(
         )
         cases.append(case_for(rec, "drug.no_infusion", "patient_key", rec["patient_key"], detail))
     return ok.drop("_day0"), cases
+
+
+def _rows_text(rows: list[str]) -> str:
+    return ", ".join(sorted(set(rows), key=lambda r: (len(r), r)))
+
+
+def filter_register_conflicts(
+    register: pl.DataFrame, fields: tuple[str, ...] = ()
+) -> tuple[pl.DataFrame, list[FailureCase]]:
+    """Quarantine register rows that contradict each other; never keep one of them silently.
+
+    ``register``: the staged register (``patient_key`` = normalised MRN, ``<field>_raw`` as
+    written) after exact duplicates were removed, so two rows of one MRN always differ.
+
+    * ``register.study_id.conflict``: one study id registered with two or more MRNs (both
+      MRNs named; field ``mrn``, so the store redacts them);
+    * ``register.mrn.conflict``: one MRN under two or more study ids (the study ids named);
+    * ``register.conflicting_facts``: one MRN and study id on two rows with different facts
+      (``fields``: the compared fields, e.g. sex; both values named);
+    * ``register.study_id.is_mrn``: a study id that is an MRN of the register (field
+      ``mrn``): an MRN in the study-id column would become the pseudonym in the marts.
+
+    Every row of a conflicting group is quarantined (which one is right is the data
+    manager's call); the patient's rows in other files follow (``row.patient.quarantined``).
+    """
+    if register.is_empty():
+        return register, []
+    if register.get_column("patient_key").null_count():
+        # A row without an MRN links nothing (StgDemographics quarantines it): not compared.
+        keyless = register.filter(pl.col("patient_key").is_null())
+        keyed_ok, keyed_cases = filter_register_conflicts(
+            register.filter(pl.col("patient_key").is_not_null()), fields
+        )
+        return pl.concat([keyed_ok, keyless], how="vertical_relaxed"), keyed_cases
+    blank = "\x00"
+    sid = normalise_text(pl.col("study_id_raw")).fill_null(blank)
+    compared = [f for f in fields if f"{f}_raw" in register.columns and f != "study_id"]
+    keyed = register.with_row_index("_i").with_columns(
+        _sid=sid,
+        **{f"_f_{f}": normalise_text(pl.col(f"{f}_raw")).fill_null(blank) for f in compared},
+    )
+    key = ["source", "patient_key"]
+    flagged = keyed.with_columns(
+        _sids=pl.col("_sid").n_unique().over(key),
+        _rows=pl.len().over(key),
+        _keys=pl.when(pl.col("_sid") != blank).then(
+            pl.col("patient_key").n_unique().over("source", "_sid")
+        ),
+    )
+    mrns_of = keyed.select("source", _sid="patient_key").unique().with_columns(_is_mrn=pl.lit(True))
+    flagged = flagged.join(mrns_of, on=["source", "_sid"], how="left").with_columns(
+        pl.col("_is_mrn").fill_null(False)
+    )
+    bad = flagged.filter(
+        (pl.col("_sids") > 1)
+        | (pl.col("_rows") > 1)
+        | (pl.col("_keys") > 1).fill_null(False)
+        | pl.col("_is_mrn")
+    )
+    if bad.is_empty():
+        return register, []
+    records = bad.to_dicts()
+
+    def both(group: list[dict], col: str) -> str:  # type: ignore[type-arg]
+        """The distinct values of ``col`` in ``group``, sorted, as 'a / b'."""
+        return " / ".join(sorted({"<blank>" if r[col] == blank else str(r[col]) for r in group}))
+
+    by_key: dict[tuple[str, str], list[dict]] = {}  # type: ignore[type-arg]
+    by_sid: dict[tuple[str, str], list[dict]] = {}  # type: ignore[type-arg]
+    for r in records:
+        by_key.setdefault((r["source"], r["patient_key"]), []).append(r)
+        by_sid.setdefault((r["source"], r["_sid"]), []).append(r)
+    cases: list[FailureCase] = []
+    for rec in records:
+        same_key = by_key[(rec["source"], rec["patient_key"])]
+        if rec["_keys"] is not None and rec["_keys"] > 1:
+            group = by_sid[(rec["source"], rec["_sid"])]
+            mrns = " / ".join(sorted({str(r["patient_key"]) for r in group}))
+            detail = (
+                f"study id {rec['_sid']!r} is registered with {len(group)} MRNs: {mrns} "
+                f"(rows {_rows_text([r['row'] for r in group])}); one study id is one patient"
+            )
+            cases.append(case_for(rec, "register.study_id.conflict", "mrn", mrns, detail))
+        if rec["_sids"] > 1:
+            ids = both(same_key, "_sid")
+            detail = (
+                f"the MRN of this row is registered under {rec['_sids']} study ids: {ids} "
+                f"(rows {_rows_text([r['row'] for r in same_key])}); one patient has one study id"
+            )
+            cases.append(case_for(rec, "register.mrn.conflict", "study_id", ids, detail))
+        elif rec["_rows"] > 1:
+            differing = [f for f in compared if len({r[f"_f_{f}"] for r in same_key}) > 1]
+            parts = [f"{f}: {both(same_key, f'_f_{f}')}" for f in differing]
+            first = differing[0] if differing else "*"
+            value = both(same_key, f"_f_{first}") if differing else ""
+            detail = (
+                f"study id {rec['_sid']!r} is registered on {rec['_rows']} rows "
+                f"({_rows_text([r['row'] for r in same_key])}) with different "
+                f"{'; '.join(parts) or 'facts'}"
+            )
+            cases.append(case_for(rec, "register.conflicting_facts", first, value, detail))
+        if rec["_is_mrn"]:
+            detail = (
+                f"the study id {rec['_sid']!r} is an MRN of the register; the study id is the "
+                "pseudonym the marts carry and must not be an MRN"
+            )
+            cases.append(case_for(rec, "register.study_id.is_mrn", "mrn", rec["_sid"], detail))
+    drop = set(bad.get_column("_i").to_list())
+    kept = register.with_row_index("_i").filter(~pl.col("_i").is_in(list(drop))).drop("_i")
+    return kept, cases

@@ -379,6 +379,41 @@ _RULES += (
     ),
 )
 
+_RULES += (
+    Rule(
+        "register.study_id.conflict",
+        "demographics",
+        "mrn",
+        "quarantine",
+        "a study id is registered with one MRN only (every row of a study id with two MRNs is quarantined; both MRNs are named in the validation report, redacted in the store)",
+        "give each patient their own study id in the register, or correct the MRN of the wrong row",
+    ),
+    Rule(
+        "register.mrn.conflict",
+        "demographics",
+        "study_id",
+        "quarantine",
+        "an MRN is registered under one study id only (every row of an MRN with two study ids is quarantined, both study ids named)",
+        "keep one study id per patient in the register (a re-screened patient keeps the first)",
+    ),
+    Rule(
+        "register.conflicting_facts",
+        "demographics",
+        "<field>",
+        "quarantine",
+        "a patient registered twice (same MRN and study id) has the same facts on both rows (both values of each differing field are named; never the name)",
+        "remove the wrong register row, keeping the one with the correct facts",
+    ),
+    Rule(
+        "register.study_id.is_mrn",
+        "demographics",
+        "mrn",
+        "quarantine",
+        "the study id is not an MRN of the register (it is the pseudonym the marts carry)",
+        "write the patient's study id, not the MRN, in the study-id column",
+    ),
+)
+
 RULES: dict[str, Rule] = {r.rule_id: r for r in _RULES}
 
 

@@ -104,7 +104,13 @@ def validate_bucket(
             staged = result.accepted
         return staged
 
-    patients = check("demographics", staged_in["demographics"])
+    # Contradicting register rows (one study id, two MRNs; one MRN, two study ids; two sexes)
+    # are quarantined together before any of them is checked: none is kept silently.
+    register, register_cases = crossfile.filter_register_conflicts(
+        staged_in["demographics"], tuple(CAST_SPECS["demographics"])
+    )
+    cases += register_cases
+    patients = check("demographics", register)
     infusion = check("infusion", staged_in["infusion"])
     registered = deduped["demographics"].select("source", "patient_key")
     infusion, c1 = crossfile.filter_orphans(infusion, patients, registered)
