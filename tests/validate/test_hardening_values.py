@@ -90,6 +90,7 @@ def test_01_other_data_in_a_timestamp_column_is_quarantined_by_the_parse_rule(
     assert {c.rule_id for c in outcome.quarantined} <= BASELINE | {
         rule_id,
         "row.patient.quarantined",  # a register row's other rows follow it
+        "drug.no_infusion",  # so do the drugs of a patient whose infusion row is quarantined
     }
 
 
@@ -248,3 +249,27 @@ def test_05_register_conflicts_load_without_identifiers_in_the_store(tmp_path):
     dump = repr(_query(result.store, "SELECT * FROM etl.quarantine"))
     for mrn in ("H1004821", "H9999999", "H1005376", "H1009999"):
         assert mrn not in dump
+
+
+@pytest.mark.parametrize(
+    ("file", "column", "value", "rule_id"),
+    [
+        # was InvalidOperationError casting 1e20 to Int64
+        ("patients.csv", "prior_lines", "99999999999999999999", "field.parse"),
+        ("patients.csv", "prior_lines", "9" * 400, "field.parse"),
+        # was accepted silently: a negative or zero cell count
+        ("infusion.csv", "total_cells", "-3", "field.range"),
+        ("infusion.csv", "total_cells", "0", "field.range"),
+    ],
+)
+def test_06_out_of_range_numbers_are_quarantined(tmp_path, file, column, value, rule_id):
+    outcome = validate(edited_export(tmp_path, {(file, 1, column): value}))
+    mine = [c for c in cases_of(outcome, file) if c.rule_id == rule_id]
+    assert [c.row for c in mine] == ["1"]
+
+
+def test_07_an_implausible_vital_sign_is_kept_with_its_warning(tmp_path):
+    """Found by test_mutations: SBP 20 mmHg raised KeyError (the warning had no rule)."""
+    outcome = validate(edited_export(tmp_path, {("vitals_wide.csv", 13, "SBP"): "20"}))
+    warned = [w for w in outcome.warnings if w.rule_id == "measurement.value.implausible"]
+    assert [(w.row, w.value) for w in warned] == [("13:SBP", "20")]

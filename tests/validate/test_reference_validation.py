@@ -186,8 +186,9 @@ def test_09_study_window_quarantines_infusions_outside_it(clean_cohort, tmp_path
         study_window=(date(2021, 1, 1), date(2021, 12, 31)),
     )
     rules = Counter(c.rule_id for c in outcome.quarantined)
-    # Day-28 assessments of those patients lose their day 0, so response.window follows.
-    assert set(rules) == {"infusion.study_window", "response.window"}
+    # Day-28 assessments and drugs of those patients lose their day 0, so response.window
+    # and drug.no_infusion follow.
+    assert set(rules) == {"infusion.study_window", "response.window", "drug.no_infusion"}
     runner = CliRunner()
     ok = runner.invoke(
         app,

@@ -362,7 +362,10 @@ def _cast(ctx: StagingContext, values: ValueMaps, entity: str, name: str, kind: 
         return parse_number(raw)
     if kind == "integer":
         number = parse_number(raw)
-        return pl.when(number == number.round(0)).then(number.cast(pl.Int64))
+        # A whole number Int64 holds (2**53: exact in Float64); a larger one is other data
+        # (field.parse), never an overflow error.
+        whole = (number == number.round(0)) & (number.abs() < 2.0**53)
+        return pl.when(whole).then(number.cast(pl.Int64, strict=False))
     if kind == "code":
         return values.expr(f"{entity}.{name}", raw)
     if kind == "code_or_number":

@@ -234,8 +234,9 @@ def filter_register_conflicts(
     * ``register.mrn.conflict``: one MRN under two or more study ids (the study ids named);
     * ``register.conflicting_facts``: one MRN and study id on two rows with different facts
       (``fields``: the compared fields, e.g. sex; both values named);
-    * ``register.study_id.is_mrn``: a study id that is an MRN of the register (field
+    * ``register.study_id.is_mrn``: a study id that is an MRN of a site register (field
       ``mrn``): an MRN in the study-id column would become the pseudonym in the marts.
+      FHIR keys are resource ids, not MRNs, and are not compared.
 
     Every row of a conflicting group is quarantined (which one is right is the data
     manager's call); the patient's rows in other files follow (``row.patient.quarantined``).
@@ -264,7 +265,14 @@ def filter_register_conflicts(
             pl.col("patient_key").n_unique().over("source", "_sid")
         ),
     )
-    mrns_of = keyed.select("source", _sid="patient_key").unique().with_columns(_is_mrn=pl.lit(True))
+    # FHIR keys are resource ids (the study id is Patient.id when no study-id identifier is
+    # sent), not the register's MRNs: only a site register's keys are MRNs.
+    mrns_of = (
+        keyed.filter(pl.col("source") != "fhir")
+        .select("source", _sid="patient_key")
+        .unique()
+        .with_columns(_is_mrn=pl.lit(True))
+    )
     flagged = flagged.join(mrns_of, on=["source", "_sid"], how="left").with_columns(
         pl.col("_is_mrn").fill_null(False)
     )

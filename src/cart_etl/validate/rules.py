@@ -330,6 +330,14 @@ _RULES += (
         "check the rate unit (μg/min vs μg/kg/min, U/h vs U/min) and the decimal point",
     ),
     Rule(
+        "measurement.value.implausible",
+        "vitals/labs",
+        "value",
+        "warning",
+        "the value lies inside the physically possible range but outside the plausible one (``warn`` in mappings/validation/plausibility.yaml); it is kept",
+        "check the charted value (a slipped digit, the wrong item or unit) and correct it in the source system if wrong",
+    ),
+    Rule(
         "infusion.dose.consistency",
         "infusion",
         "cells_total",

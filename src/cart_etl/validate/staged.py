@@ -183,6 +183,7 @@ class StgInfusion(pa.DataFrameModel):
     at: DateTime = pa.Field(nullable=False, dtype_kwargs={"time_unit": "us", "time_zone": "UTC"})
     dose_1e6_per_kg: float = pa.Field(nullable=False, gt=0, le=100)
     weight_kg: float = pa.Field(nullable=True, ge=2, le=500)
+    cells_total: float = pa.Field(nullable=True, gt=0)  # a negative or zero count: field.range
 
     class Config:
         strict = False
