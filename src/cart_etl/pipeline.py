@@ -39,6 +39,7 @@ from cart_etl.derive.rules import clinical_rules
 from cart_etl.errors import FailureCase, SourceError
 from cart_etl.load import duckdb_store as store
 from cart_etl.load import marts as marts_mod
+from cart_etl.load import runlog
 from cart_etl.load.staging_writer import StagingWriter, redact
 from cart_etl.mappings import Mappings, activate
 from cart_etl.stage.bucket import stage_bucket
@@ -262,7 +263,7 @@ def _run(
     command = f"run {source.describe()}"
     run_: store.Run | None = None
     try:
-        previous = None if force else _last_success(con, sums["_fingerprint"])
+        previous = None if force else runlog.last_success(con, sums["_fingerprint"])
         if previous is not None:
             skipped = store.start_run(con, command, sums)
             store.finish_run(
@@ -274,7 +275,7 @@ def _run(
                 store_path,
                 seconds=time.perf_counter() - started,
                 message=f"inputs unchanged since run {previous}; nothing to do",
-                consort=_consort(con),
+                consort=runlog.consort(con),
             )
         con.begin()
         run_ = store.start_run(con, command, sums)
@@ -337,7 +338,7 @@ def _run(
                 for r in run_postload_suite(con)
                 if not r["success"]
             ]
-        counts = _row_counts(con)
+        counts = runlog.row_counts(con)
         result = RunResult(
             run_.run_id,
             "failed" if failures else "succeeded",
@@ -346,7 +347,7 @@ def _run(
             quarantined=len(quarantined),
             warnings=len(warnings),
             failures=failures,
-            consort=_consort(con),
+            consort=runlog.consort(con),
         )
         if failures:
             con.rollback()
@@ -457,34 +458,6 @@ def _merge_expectations(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             merged[key]["success"] = merged[key]["success"] and r["success"]
             merged[key]["unexpected_count"] += r["unexpected_count"]
     return list(merged.values())
-
-
-def _last_success(con: duckdb.DuckDBPyConnection, digest: str) -> str | None:
-    rows = con.execute(
-        "SELECT run_id, input_checksums->>'_fingerprint' FROM etl.runs "
-        "WHERE status = 'succeeded' ORDER BY started_at DESC LIMIT 1"
-    ).fetchall()
-    return rows[0][0] if rows and rows[0][1] == digest else None
-
-
-def _row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    tables = con.execute(
-        "SELECT schema_name || '.' || table_name FROM duckdb_tables() "
-        "WHERE schema_name IN ('omop', 'marts') ORDER BY 1"
-    ).fetchall()
-    return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for (t,) in tables}
-
-
-def _consort(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
-    try:
-        return [
-            (b, int(n))
-            for b, n in con.execute(
-                "SELECT box, patients FROM marts.consort ORDER BY step"
-            ).fetchall()
-        ]
-    except duckdb.CatalogException:
-        return []
 
 
 def summary_json(result: RunResult) -> dict[str, Any]:
