@@ -329,7 +329,10 @@ def _run(
             schemas_dir=settings.schemas_dir,
         )
         say("checks")
-        failures = [f"{n}: {rule} ({c} rows)" for n, rule, c in marts_mod.check_invariants(con)]
+        failures = [
+            f"{n}: {rule} ({c} rows{_patients(marts_mod.violating_study_ids(con, n))})"
+            for n, rule, c in marts_mod.check_invariants(con)
+        ]
         if expectations:
             from cart_etl.load.postload import run_postload_suite
 
@@ -374,6 +377,10 @@ def _run(
         raise
     finally:
         con.close()
+
+
+def _patients(study_ids: list[str]) -> str:
+    return f"; study ids {', '.join(study_ids)}" if study_ids else ""
 
 
 def validate_only(

@@ -541,9 +541,10 @@ def test_declaration_errors_are_explained(tmp_path):
             " sql_only: a predicate}\n",
         )
     )
-    assert [(i.name, i.sql) for i in ok] == [
-        ("patient.x", "SELECT count(*) FROM marts.patient WHERE NOT (TRUE)")
+    assert [(i.name, i.rows_sql) for i in ok] == [
+        ("patient.x", "SELECT * FROM marts.patient WHERE NOT (TRUE)")
     ]
+    assert ok[0].sql == f"SELECT count(*) FROM ({ok[0].rows_sql})"
     bad = {
         "      - expression_is_true: {name: patient.x, reason: r, expression: 'TRUE'}\n": "sql_only",
         "      - not_null: {name: patient.x, reason: r}\n": "unknown test",
@@ -557,3 +558,21 @@ def test_declaration_errors_are_explained(tmp_path):
     for text, message in bad.items():
         with pytest.raises(ConfigurationError, match=message):
             marts.load_invariants(_write(tmp_path, text))
+
+
+def test_failed_invariants_name_the_patients():
+    """A failed run says which study ids to look up (person 3 is S3 in the hand-built store)."""
+    con = _store()
+    con.execute(BREAK["patient.os_days_non_negative"][0])
+    assert marts.violating_study_ids(con, "patient.os_days_non_negative") == ["S3"]
+    con.execute(BREAK["treatment.dose_non_negative"][0])
+    ids = marts.violating_study_ids(con, "treatment.dose_non_negative")
+    expected = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT study_id FROM marts.treatment WHERE drug = 'gcsf' ORDER BY 1"
+        ).fetchall()
+    ]
+    assert ids == expected and ids
+    assert marts.violating_study_ids(con, "consort.adds_up") == []  # no study_id column
+    assert marts.violating_study_ids(con, "no.such.invariant") == []

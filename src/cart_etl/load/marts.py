@@ -120,38 +120,43 @@ class Invariant:
     @property
     def sql(self) -> str:
         """A query whose single value is the number of rows violating the invariant."""
+        return f"SELECT count(*) FROM ({self.rows_sql})"
+
+    @property
+    def rows_sql(self) -> str:
+        """A query returning the rows that violate the invariant (every column of the mart)."""
         t, a = f"marts.{self.table}", self.args
         if self.test == "not_null":
-            return f"SELECT count(*) FROM {t} WHERE {self.column} IS NULL"
+            return f"SELECT * FROM {t} WHERE {self.column} IS NULL"
         if self.test in ("unique", "unique_combination_of_columns"):
             cols = [self.column] if self.test == "unique" else list(a["combination_of_columns"])
             present = " AND ".join(f"{c} IS NOT NULL" for c in cols)
             return (
-                f"SELECT count(*) FROM (SELECT count(*) OVER (PARTITION BY {', '.join(cols)}) "
-                f"AS n FROM {t} WHERE {present}) WHERE n > 1"
+                f"SELECT * EXCLUDE (_n) FROM (SELECT *, count(*) OVER (PARTITION BY "
+                f"{', '.join(cols)}) AS _n FROM {t} WHERE {present}) WHERE _n > 1"
             )
         if self.test == "accepted_values":
             values = ", ".join(_literal(v) for v in a["values"])
-            return f"SELECT count(*) FROM {t} WHERE {self.column} NOT IN ({values})"
+            return f"SELECT * FROM {t} WHERE {self.column} NOT IN ({values})"
         if self.test == "accepted_range":
             outside = [f"{self.column} < {_literal(a['min_value'])}"] if "min_value" in a else []
             if "max_value" in a:
                 outside.append(f"{self.column} > {_literal(a['max_value'])}")
-            return f"SELECT count(*) FROM {t} WHERE {' OR '.join(outside)}"
+            return f"SELECT * FROM {t} WHERE {' OR '.join(outside)}"
         if self.test == "column_pair_greater_than":
             op = "<" if a.get("or_equal", True) else "<="
-            return f"SELECT count(*) FROM {t} WHERE {a['column_A']} {op} {a['column_B']}"
+            return f"SELECT * FROM {t} WHERE {a['column_A']} {op} {a['column_B']}"
         if self.test == "relationships":
             cols = list(a["columns"])
             present = " AND ".join(f"c.{c} IS NOT NULL" for c in cols)
             match = " AND ".join(f"p.{c} = c.{c}" for c in cols)
             return (
-                f"SELECT count(*) FROM {t} c WHERE {present} AND NOT EXISTS "
+                f"SELECT c.* FROM {t} c WHERE {present} AND NOT EXISTS "
                 f"(SELECT 1 FROM marts.{a['to']} p WHERE {match})"
             )
         if self.test == "expression_is_true":
-            return f"SELECT count(*) FROM {t} WHERE NOT ({a['expression']})"
-        return f"SELECT count(*) FROM ({a['query']})"  # violating_rows
+            return f"SELECT * FROM {t} WHERE NOT ({a['expression']})"
+        return f"SELECT * FROM ({a['query']})"  # violating_rows
 
 
 def _literal(value: Any) -> str:
@@ -243,3 +248,19 @@ def check_invariants(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int
         if count:
             failed.append((name, rule, count))
     return failed
+
+
+def violating_study_ids(con: duckdb.DuckDBPyConnection, name: str, most: int = 5) -> list[str]:
+    """Up to ``most`` study ids of the rows violating invariant ``name`` (sorted), so that a
+    failed run names the patients to look up; empty when its rows carry no study id."""
+    declared = {i.name: i for i in DECLARED}.get(name)
+    if declared is None:
+        return []
+    try:
+        rows = con.execute(
+            f"SELECT DISTINCT study_id FROM ({declared.rows_sql}) "
+            f"WHERE study_id IS NOT NULL ORDER BY 1 LIMIT {int(most)}"
+        ).fetchall()
+    except duckdb.BinderException:  # the mart (e.g. consort) has no study_id column
+        return []
+    return [str(r[0]) for r in rows]
