@@ -173,3 +173,42 @@ def test_06_fhir_profile_folder_outside_the_repository(tmp_path):
     } <= set(recorded)
     with pytest.raises(Exception, match="FHIR profile folder"):
         run(Source(str(bundle), fhir=True, fhir_profile=str(tmp_path / "no")), tmp_path / "t.db")
+
+
+def _every_text_value(store: Path) -> list[str]:
+    """Every VARCHAR / JSON value of every table of the store, as text."""
+    con = duckdb.connect(str(store), read_only=True)
+    try:
+        columns = con.execute(
+            "SELECT schema_name, table_name, column_name FROM duckdb_columns() "
+            "WHERE data_type IN ('VARCHAR', 'JSON')"
+        ).fetchall()
+        out: list[str] = []
+        for schema, table, column in columns:
+            rows = con.execute(
+                f'SELECT DISTINCT "{column}"::VARCHAR FROM {schema}.{table} '
+                f'WHERE "{column}" IS NOT NULL'
+            ).fetchall()
+            out += [r[0] for r in rows]
+        return out
+    finally:
+        con.close()
+
+
+def test_07_an_mrn_typed_into_free_text_never_reaches_the_store(tmp_path):
+    """meds.csv of tests/cases/hardening_mrn_in_free_text: an indication 'CRS, see H1004821
+    notes' (the patient's own MRN) and a medication 'Dexamethasone H1005376' (another
+    patient's MRN; an unknown drug, so quarantined with its text as the value)."""
+    case = CASES / "hardening_mrn_in_free_text"
+    mrns = ("H1004821", "H1005376", "H1006112", "H1007459")  # patients.csv hospital_number
+    result = run(Source(str(case), "example_wide_en"), tmp_path / "s.duckdb")
+    assert result.status == "succeeded", result.failures
+    leaked = [v for v in _every_text_value(result.store) if any(m in v for m in mrns)]
+    assert leaked == []
+    (indication,) = _query(
+        result.store,
+        "SELECT indication FROM marts.treatment WHERE source_row = '1' AND drug = 'tocilizumab'",
+    )[0]
+    assert indication == "CRS, see <redacted> notes"
+    unknown = _query(result.store, "SELECT value FROM etl.quarantine WHERE rule_id = 'drug.known'")
+    assert unknown == [("Dexamethasone <redacted>",)]

@@ -40,7 +40,7 @@ from cart_etl.errors import FailureCase, SourceError
 from cart_etl.load import duckdb_store as store
 from cart_etl.load import marts as marts_mod
 from cart_etl.load import runlog
-from cart_etl.load.staging_writer import StagingWriter, redact
+from cart_etl.load.staging_writer import StagingWriter, redact, register_identifiers
 from cart_etl.mappings import Mappings, activate
 from cart_etl.stage.bucket import stage_bucket
 from cart_etl.stage.context import context_from_fhir, context_from_site
@@ -283,6 +283,7 @@ def _run(
         writer = StagingWriter(con)
         quarantined: list[FailureCase] = []
         warnings: list[FailureCase] = []
+        every_mrn: set[str] = set()
         say("extract + validate + derive")
         plan = extract(source, mappings, settings)
         with tempfile.TemporaryDirectory(prefix="cart_etl_run_") as spill:
@@ -300,10 +301,14 @@ def _run(
                     raw, staged, plan.ctx, response_window=clinical.derivation.response_window_days
                 )
                 derived = derive_all(outcome.accepted, plan.timezone, clinical)
-                writer.write(outcome.accepted, derived)
-                quarantined += [redact(c) for c in outcome.quarantined]
-                warnings += [redact(c) for c in outcome.warnings]
-            quarantined += [redact(c) for c in partition.unplaced]
+                # A site's patient key is the MRN (FHIR's is a resource id: issue #15).
+                mrns = [] if source.fhir else register_identifiers(bucket.frames["demographics"])
+                writer.write(outcome.accepted, derived, mrns)
+                quarantined += [redact(c, mrns) for c in outcome.quarantined]
+                warnings += [redact(c, mrns) for c in outcome.warnings]
+                every_mrn.update(mrns)
+            longest_first = sorted(every_mrn, key=lambda k: (-len(k), k))
+            quarantined += [redact(c, longest_first) for c in partition.unplaced]
         if not writer.has_register:
             raise SourceError(  # noqa: TRY301 - rolled back by the handler below
                 f"No register rows could be read from {source.location}.",

@@ -1,11 +1,16 @@
 """Append each validated, derived bucket to the ``staging.*`` tables of the store.
 
 Staged tables carry the study id as the only patient key: the register's MRN
-(``patient_key``) and names never reach the store, and identifier values are redacted
-from the quarantine and warning cases before they are written.
+(``patient_key``) and names never reach the store. Identifier values are redacted from the
+quarantine and warning cases, and every register MRN of the bucket is scrubbed from every
+text value written (an MRN typed into an indication or a cause of death), so that no MRN
+reaches ``staging``, the marts, OMOP or the case tables.
 """
 
 from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
 
 import duckdb
 import polars as pl
@@ -19,18 +24,64 @@ from cart_etl.load.marts import DERIVED_MARTS
 IDENTIFYING_FIELDS = frozenset({"patient_key", "mrn", "name"})
 
 
-def redact(case: FailureCase) -> FailureCase:
-    """Drop MRNs/names from a case before it is stored (the row reference stays)."""
-    if case.field not in IDENTIFYING_FIELDS or not case.value:
+REDACTED = "<redacted>"
+# Shorter keys (e.g. "12") would scrub ordinary numbers; hospital MRNs are longer.
+MIN_IDENTIFIER_LENGTH = 4
+# Provenance columns that name the input, never a patient.
+_NOT_SCRUBBED = frozenset({"source", "file", "source_file"})
+
+
+def register_identifiers(register: pl.DataFrame) -> list[str]:
+    """Every patient key (MRN) of the bucket's raw register rows, as written and NFKC-stripped,
+    longest first (so a longer MRN is scrubbed before one it contains)."""
+    if "patient_key" not in register.columns:
+        return []
+    keys = set()
+    for value in register.get_column("patient_key").drop_nulls().to_list():
+        for form in (str(value), unicodedata.normalize("NFKC", str(value)).strip()):
+            if len(form.strip()) >= MIN_IDENTIFIER_LENGTH:
+                keys.add(form)
+    return sorted(keys, key=lambda k: (-len(k), k))
+
+
+def scrub_text(text: str, identifiers: Sequence[str]) -> str:
+    """``text`` with every identifier replaced by ``<redacted>``."""
+    for key in identifiers:
+        if key in text:
+            text = text.replace(key, REDACTED)
+    return text
+
+
+def redact(case: FailureCase, identifiers: Sequence[str] = ()) -> FailureCase:
+    """Drop MRNs/names from a case before it is stored (the row reference stays).
+
+    A case on an identifier field loses its value; any register MRN quoted in the value or
+    the message of any case is replaced by ``<redacted>``.
+    """
+    value, message = case.value, case.message
+    if case.field in IDENTIFYING_FIELDS and value:
+        message = message.replace(value, REDACTED)
+        value = REDACTED
+    value, message = scrub_text(value or "", identifiers), scrub_text(message, identifiers)
+    if (value, message) == (case.value or "", case.message):
         return case
-    return FailureCase(
-        case.source,
-        case.file,
-        case.row,
-        case.field,
-        "<redacted>",
-        case.rule_id,
-        case.message.replace(case.value, "<redacted>"),
+    return FailureCase(case.source, case.file, case.row, case.field, value, case.rule_id, message)
+
+
+def scrub_frame(frame: pl.DataFrame, identifiers: Sequence[str]) -> pl.DataFrame:
+    """Every text column (but input provenance) with the identifiers replaced by
+    ``<redacted>``; a frame holding none of them is returned as is (one vectorised pass)."""
+    columns = [c for c, t in frame.schema.items() if t == pl.String and c not in _NOT_SCRUBBED]
+    if not identifiers or not columns or frame.is_empty():
+        return frame
+    keys = list(identifiers)
+    hit = frame.select(
+        pl.any_horizontal(pl.col(c).str.contains_any(keys).fill_null(False) for c in columns)
+    ).to_series()
+    if not hit.any():
+        return frame
+    return frame.with_columns(
+        pl.col(c).str.replace_many(keys, [REDACTED] * len(keys)) for c in columns
     )
 
 
@@ -56,8 +107,17 @@ class StagingWriter:
         else:
             self.con.execute(f"INSERT INTO staging.{table} BY NAME SELECT * FROM arrow")
 
-    def write(self, accepted: dict[str, pl.DataFrame], derived: Derived) -> int:
-        """Append one bucket (accepted frames keyed by ``patient_key``); return its number."""
+    def write(
+        self,
+        accepted: dict[str, pl.DataFrame],
+        derived: Derived,
+        identifiers: Sequence[str] = (),
+    ) -> int:
+        """Append one bucket (accepted frames keyed by ``patient_key``); return its number.
+
+        ``identifiers``: the bucket's register MRNs (``register_identifiers``), scrubbed from
+        every text value written.
+        """
         bucket = pl.lit(self.buckets, pl.Int32)
         ids = accepted["demographics"].select("patient_key", "study_id").unique("patient_key")
         for entity in ENTITIES:  # every canonical entity is staged
@@ -73,9 +133,9 @@ class StagingWriter:
                 .drop("patient_key")
                 .with_columns(_bucket=bucket)
             )
-            self._append(entity, frame)
+            self._append(entity, scrub_frame(frame, identifiers))
         for mart in DERIVED_MARTS:
-            frame = getattr(derived, mart).drop("patient_key")
+            frame = scrub_frame(getattr(derived, mart).drop("patient_key"), identifiers)
             self._append(f"d_{mart}", frame.with_columns(_bucket=bucket))
         self.buckets += 1
         return self.buckets - 1
