@@ -11,7 +11,7 @@ F2 / ELIANA (MRD < 0.01 % = negative). Staged frame columns follow
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 
 import polars as pl
 import pytest
@@ -19,19 +19,7 @@ import pytest
 from cart_etl.contract import DETAIL_COLUMNS, EPISODE_COLUMNS, PATIENT_COLUMNS
 from cart_etl.derive.assemble import derive_all
 from cart_etl.derive.rules import clinical_rules
-
-TZ = "Asia/Shanghai"
-T0 = datetime(2021, 3, 1, 6, 0, tzinfo=UTC)  # 14:00 local; day 0 = 2021-03-01
-TS = pl.Datetime("us", "UTC")
-
-
-def h(hours: float) -> datetime:
-    return T0 + timedelta(hours=hours)
-
-
-def frame(schema: dict[str, pl.DataType], rows: list[tuple]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=schema, orient="row")
-
+from tests.derive.frames import T0, TS, TZ, frame, h
 
 MEASUREMENT = {
     "patient_key": pl.String,

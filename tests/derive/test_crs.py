@@ -3,7 +3,7 @@ as summarised in reference/crs_grading.md section 1, and the README conventions)
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import polars as pl
 import pytest
@@ -13,15 +13,9 @@ from hypothesis import strategies as st
 from cart_etl.derive import crs
 from cart_etl.derive.rules import crs_rules
 from cart_etl.derive.timeline import derive_timeline
+from tests.derive.frames import DRUG_SCHEMA, T0, TS, TZ, VASO_SCHEMA, h
 
-TZ = "Asia/Shanghai"
 RULES = crs_rules()
-T0 = datetime(2021, 3, 1, 6, 0, tzinfo=UTC)  # 14:00 local on day 0
-TS = pl.Datetime("us", "UTC")
-
-
-def h(hours: float) -> datetime:
-    return T0 + timedelta(hours=hours)
 
 
 def timeline(age_birth_year: int = 1980) -> pl.DataFrame:
@@ -58,16 +52,7 @@ def oxygen(*rows: tuple[float, str, float | None]) -> pl.DataFrame:
 def vaso(*rows: tuple[float, float, str]) -> pl.DataFrame:
     return pl.DataFrame(
         [("p", drug, h(a), h(b), 0.1, "ug/kg/min", "vasopressors.csv", "1") for a, b, drug in rows],
-        schema={
-            "patient_key": pl.String,
-            "drug": pl.String,
-            "start": TS,
-            "stop": TS,
-            "rate": pl.Float64,
-            "rate_unit": pl.String,
-            "file": pl.String,
-            "row": pl.String,
-        },
+        schema=VASO_SCHEMA,
         orient="row",
     )
 
@@ -78,18 +63,7 @@ def drugs(*rows: tuple[float, str, str, float]) -> pl.DataFrame:
             ("p", drug, route, dose, "mg", 70.0, h(t), "mar.xlsx", str(i), None)
             for i, (t, drug, route, dose) in enumerate(rows)
         ],
-        schema={
-            "patient_key": pl.String,
-            "drug": pl.String,
-            "route": pl.String,
-            "dose": pl.Float64,
-            "dose_unit": pl.String,
-            "weight_kg": pl.Float64,
-            "at": TS,
-            "file": pl.String,
-            "row": pl.String,
-            "indication": pl.String,
-        },
+        schema=DRUG_SCHEMA,
         orient="row",
     )
 

@@ -12,48 +12,21 @@ before the first tocilizumab dose vs the first 24-72 h after it; E7), and
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import polars as pl
 import pytest
 
 from cart_etl.derive import outcomes
 from cart_etl.derive.rules import crs_rules, derivation_rules
-from cart_etl.derive.timeline import derive_timeline
+from tests.derive.frames import T0, TS, TZ, frame, h, timeline
 
-TZ = "Asia/Shanghai"
-T0 = datetime(2021, 3, 1, 6, 0, tzinfo=UTC)  # 14:00 local; day 0 = 2021-03-01
-TS = pl.Datetime("us", "UTC")
 RULES = derivation_rules()
-
-
-def h(hours: float) -> datetime:
-    return T0 + timedelta(hours=hours)
 
 
 def day(n: int, local_hour: float = 14.0) -> datetime:
     """The instant at ``local_hour`` (Shanghai) on study day ``n``."""
     return T0 + timedelta(days=n, hours=local_hour - 14.0)
-
-
-def frame(schema: dict[str, pl.DataType], rows: list[tuple]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=schema, orient="row")
-
-
-def timeline(*keys: str) -> pl.DataFrame:
-    demo = pl.DataFrame(
-        {
-            "patient_key": list(keys),
-            "study_id": [f"S-{k}" for k in keys],
-            "birth_date": [date(1980, 1, 1)] * len(keys),
-            "screening_date": [date(2021, 2, 1)] * len(keys),
-        }
-    )
-    inf = pl.DataFrame(
-        {"patient_key": list(keys), "at": [T0] * len(keys)},
-        schema={"patient_key": pl.String, "at": TS},
-    )
-    return derive_timeline(demo, inf, TZ, crs_rules())
 
 
 # --- day-28 response ----------------------------------------------------------------------

@@ -17,18 +17,9 @@ import polars as pl
 
 from cart_etl.derive import periods
 from cart_etl.derive.rules import derivation_rules
+from tests.derive.frames import TS, frame, h
 
 RULES = derivation_rules()
-T0 = datetime(2021, 3, 1, 6, 0, tzinfo=UTC)
-TS = pl.Datetime("us", "UTC")
-
-
-def h(hours: float) -> datetime:
-    return T0 + timedelta(hours=hours)
-
-
-def frame(schema: dict[str, pl.DataType], rows: list[tuple]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def test_01_gaps_from_derivation_yaml():

@@ -10,63 +10,14 @@ README "Steroids" rule (systemic IV/PO doses on study days 0-28 count; intrathec
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
-
 import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cart_etl.derive.rules import crs_rules, derivation_rules, steroid_rules, toci_label
-from cart_etl.derive.timeline import derive_timeline
+from cart_etl.derive.rules import derivation_rules, steroid_rules, toci_label
 from cart_etl.derive.treatment import derive_treatment, derive_treatment_summary
-
-TZ = "Asia/Shanghai"
-T0 = datetime(2021, 3, 1, 6, 0, tzinfo=UTC)  # 14:00 local on day 0 (2021-03-01)
-TS = pl.Datetime("us", "UTC")
-DRUG_SCHEMA = {
-    "patient_key": pl.String,
-    "drug": pl.String,
-    "route": pl.String,
-    "dose": pl.Float64,
-    "dose_unit": pl.String,
-    "weight_kg": pl.Float64,
-    "at": TS,
-    "file": pl.String,
-    "row": pl.String,
-    "indication": pl.String,
-}
-VASO_SCHEMA = {
-    "patient_key": pl.String,
-    "drug": pl.String,
-    "start": TS,
-    "stop": TS,
-    "rate": pl.Float64,
-    "rate_unit": pl.String,
-    "file": pl.String,
-    "row": pl.String,
-}
-
-
-def h(hours: float) -> datetime:
-    return T0 + timedelta(hours=hours)
-
-
-def timeline(*keys: str) -> pl.DataFrame:
-    keys = keys or ("p",)
-    demo = pl.DataFrame(
-        {
-            "patient_key": list(keys),
-            "study_id": [f"S-{k}" for k in keys],
-            "birth_date": [date(1980, 1, 1)] * len(keys),
-            "screening_date": [date(2021, 2, 1)] * len(keys),
-        }
-    )
-    inf = pl.DataFrame(
-        {"patient_key": list(keys), "at": [T0] * len(keys)},
-        schema={"patient_key": pl.String, "at": TS},
-    )
-    return derive_timeline(demo, inf, TZ, crs_rules())
+from tests.derive.frames import DRUG_SCHEMA, TZ, VASO_SCHEMA, h, timeline
 
 
 def drugs(*rows: tuple[str, float, str, str, float, float]) -> pl.DataFrame:
