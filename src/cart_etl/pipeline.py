@@ -40,7 +40,12 @@ from cart_etl.errors import FailureCase, SourceError
 from cart_etl.load import duckdb_store as store
 from cart_etl.load import marts as marts_mod
 from cart_etl.load import runlog
-from cart_etl.load.staging_writer import StagingWriter, redact, register_identifiers
+from cart_etl.load.staging_writer import (
+    Scrubber,
+    StagingWriter,
+    redact,
+    register_identifiers,
+)
 from cart_etl.mappings import Mappings, activate
 from cart_etl.stage.bucket import stage_bucket
 from cart_etl.stage.context import context_from_fhir, context_from_site
@@ -170,7 +175,8 @@ def extract(source: Source, mappings: Mappings, settings: Settings) -> Plan:
 def stage_and_validate(
     bucket: RawBucket, plan: Plan, study_window: tuple[date, date] | None = None
 ) -> ValidationOutcome:
-    """One bucket through the raw checks, staging and the staged/cross-file checks."""
+    """One bucket through the raw checks (``validate/raw``), staging (``stage/bucket``) and
+    the staged and cross-file checks (``validate/run``)."""
     raw = check_raw_bucket(
         bucket.frames,
         extractor_rejects=bucket.extractor_rejects,
@@ -291,24 +297,17 @@ def _run(
                 plan.stream, expected_rows=plan.expected_rows, spill_dir=Path(spill)
             )
             for bucket in partition:
-                raw = check_raw_bucket(
-                    bucket.frames,
-                    extractor_rejects=bucket.extractor_rejects,
-                    merge_partials=plan.merge_partials,
-                )
-                staged = stage_bucket(raw.deduped, plan.ctx, plan.values)
-                outcome = validate_bucket(
-                    raw, staged, plan.ctx, response_window=clinical.derivation.response_window_days
-                )
+                outcome = stage_and_validate(bucket, plan)  # raw checks -> stage -> validate
                 derived = derive_all(outcome.accepted, plan.timezone, clinical)
                 # A site's patient key is the MRN (FHIR's is a resource id: issue #15).
                 mrns = [] if source.fhir else register_identifiers(bucket.frames["demographics"])
                 writer.write(outcome.accepted, derived, mrns)
-                quarantined += [redact(c, mrns) for c in outcome.quarantined]
-                warnings += [redact(c, mrns) for c in outcome.warnings]
+                scrubber = Scrubber(mrns)
+                quarantined += [redact(c, scrubber) for c in outcome.quarantined]
+                warnings += [redact(c, scrubber) for c in outcome.warnings]
                 every_mrn.update(mrns)
-            longest_first = sorted(every_mrn, key=lambda k: (-len(k), k))
-            quarantined += [redact(c, longest_first) for c in partition.unplaced]
+            scrubber = Scrubber(sorted(every_mrn, key=lambda k: (-len(k), k)))
+            quarantined += [redact(c, scrubber) for c in partition.unplaced]
         if not writer.has_register:
             raise SourceError(  # noqa: TRY301 - rolled back by the handler below
                 f"No register rows could be read from {source.location}.",

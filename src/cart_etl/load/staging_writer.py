@@ -9,6 +9,7 @@ reaches ``staging``, the marts, OMOP or the case tables.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 
@@ -44,15 +45,30 @@ def register_identifiers(register: pl.DataFrame) -> list[str]:
     return sorted(keys, key=lambda k: (-len(k), k))
 
 
-def scrub_text(text: str, identifiers: Sequence[str]) -> str:
-    """``text`` with every identifier replaced by ``<redacted>``."""
-    for key in identifiers:
-        if key in text:
-            text = text.replace(key, REDACTED)
-    return text
+class Scrubber:
+    """Replaces register identifiers in text by ``<redacted>``, one regex scan per value.
+
+    Built once per bucket. Identifiers are tried longest first (``register_identifiers``
+    order), so a longer MRN wins over one it contains, as in ``scrub_frame``.
+    """
+
+    def __init__(self, identifiers: Sequence[str]) -> None:
+        self.identifiers = list(identifiers)
+        self._pattern = (
+            re.compile("|".join(map(re.escape, self.identifiers))) if self.identifiers else None
+        )
+
+    def text(self, value: str) -> str:
+        """``value`` with every identifier replaced."""
+        if self._pattern is None or not value:
+            return value
+        return self._pattern.sub(REDACTED, value)
 
 
-def redact(case: FailureCase, identifiers: Sequence[str] = ()) -> FailureCase:
+NO_SCRUB = Scrubber(())
+
+
+def redact(case: FailureCase, scrubber: Scrubber = NO_SCRUB) -> FailureCase:
     """Drop MRNs/names from a case before it is stored (the row reference stays).
 
     A case on an identifier field loses its value; any register MRN quoted in the value or
@@ -62,7 +78,7 @@ def redact(case: FailureCase, identifiers: Sequence[str] = ()) -> FailureCase:
     if case.field in IDENTIFYING_FIELDS and value:
         message = message.replace(value, REDACTED)
         value = REDACTED
-    value, message = scrub_text(value or "", identifiers), scrub_text(message, identifiers)
+    value, message = scrubber.text(value or ""), scrubber.text(message)
     if (value, message) == (case.value or "", case.message):
         return case
     return FailureCase(case.source, case.file, case.row, case.field, value, case.rule_id, message)
