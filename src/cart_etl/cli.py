@@ -126,6 +126,14 @@ def synth(
     fhir: Annotated[
         bool, typer.Option("--fhir/--no-fhir", help="Also write FHIR bundles and NDJSON.")
     ] = True,
+    background_patients: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Non-CAR-T hospital patients added to the FHIR output only (a whole-hospital "
+            "export: --patients P --background-patients 9P is 90 % without CAR-T).",
+        ),
+    ] = 0,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
     ] = False,
@@ -142,6 +150,7 @@ def synth(
             defects=defects,
             fhir=fhir,
             on_patient=lambda n: progress.update(task, completed=n),
+            background_patients=background_patients,
         )
     if not quiet:
         _print_synth_summary(

@@ -193,12 +193,22 @@ def plans_for(patients: int, seed: int) -> tuple[Iterator[PatientPlan], bool]:
 PARALLEL_FHIR_FROM = 200
 
 
-def write_fhir(out_dir: Path, patients: int, seed: int, defects: bool) -> list[DefectRecord]:
+def background_after(index: int, patients: int, background: int) -> range:
+    """Background patients written after cohort patient ``index``: spread evenly between
+    the cohort's, so a cohort patient can sit anywhere in the hospital's export."""
+    return range(background * index // patients, background * (index + 1) // patients)
+
+
+def write_fhir(
+    out_dir: Path, patients: int, seed: int, defects: bool, background: int = 0
+) -> list[DefectRecord]:
     """Simulate every patient and write only the FHIR output (the parallel half of generate)."""
     plans, _ = plans_for(patients, seed)
     with FhirWriter(out_dir / "fhir", defects=defects, seed=seed) as writer:
-        for plan in plans:
+        for index, plan in enumerate(plans):
             writer.write(simulate(plan, seed))
+            for bg in background_after(index, patients, background):
+                writer.write_background(bg)
         return writer.close()
 
 
@@ -210,12 +220,15 @@ def generate(
     defects: bool = True,
     fhir: bool = True,
     on_patient: Callable[[int], None] | None = None,
+    background_patients: int = 0,
 ) -> SynthSummary:
     """Write the synthetic cohort under ``out_dir`` and return what was written.
 
     Layout: ``site_export/`` (mapping: ``mappings/sites/tianjin_ref.yaml``),
     ``fhir/bundles`` + ``fhir/ndjson``, ``truth/patients.csv``,
     ``truth/supplement.csv``, ``truth/defects.csv`` and ``manifest.json``.
+    ``background_patients`` non-CAR-T patients of the hospital are added to the FHIR
+    output only (interleaved with the cohort; see ``synth.fhir.background``).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     truth_dir = out_dir / "truth"
@@ -224,9 +237,11 @@ def generate(
     fhir_defects: list[DefectRecord] = []
     pool = None
     fhir_future: AsyncResult[list[DefectRecord]] | None = None
-    if fhir and patients >= PARALLEL_FHIR_FROM:
+    if fhir and patients + background_patients >= PARALLEL_FHIR_FROM:
         pool = multiprocessing.get_context("spawn").Pool(1)
-        fhir_future = pool.apply_async(write_fhir, (out_dir, patients, seed, defects))
+        fhir_future = pool.apply_async(
+            write_fhir, (out_dir, patients, seed, defects, background_patients)
+        )
     defects_fh = (truth_dir / "defects.csv").open("w", newline="", encoding="utf-8")
     defect_writer = csv.DictWriter(defects_fh, fieldnames=DEFECT_COLUMNS, lineterminator="\n")
     defect_writer.writeheader()
@@ -246,6 +261,7 @@ def generate(
                 seed=seed,
                 defects=defects,
                 in_process_fhir=fhir and pool is None,
+                background=(patients, background_patients),
                 site_defect=site_defect,
                 fhir_defects=fhir_defects,
                 on_patient=on_patient,
@@ -277,6 +293,8 @@ def generate(
         "data_cut": DATA_CUT.isoformat(),
         "site_export_rows": files,
     }
+    if fhir and background_patients:
+        manifest["fhir_background_patients"] = background_patients
     (out_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return summary
 
@@ -288,11 +306,15 @@ def _write_site_and_truth(
     seed: int,
     defects: bool,
     in_process_fhir: bool,
+    background: tuple[int, int],
     site_defect: Callable[[DefectRecord], None],
     fhir_defects: list[DefectRecord],
     on_patient: Callable[[int], None] | None,
 ) -> tuple[dict[str, int], int]:
-    """Simulate each patient; write the site export, truth rows and (optionally) FHIR."""
+    """Simulate each patient; write the site export, truth rows and (optionally) FHIR.
+
+    ``background`` is (cohort patients, background patients) for ``background_after``.
+    """
     truth_dir = out_dir / "truth"
     count = 0
     with (
@@ -315,6 +337,8 @@ def _write_site_and_truth(
                 site.write(record)
                 if fhir_writer is not None:
                     fhir_writer.write(record)
+                    for bg in background_after(count, *background):
+                        fhir_writer.write_background(bg)
                 truth.writerow({k: _fmt(v) for k, v in truth_row(plan, record).items()})
                 sup.writerow({k: _fmt(v) for k, v in supplement_row(plan, record).items()})
                 count += 1

@@ -18,7 +18,7 @@ from typing import IO, Final, Self
 
 from cart_etl.synth.defects.catalogue import DefectRecord
 from cart_etl.synth.defects.fhir import FhirDefectPlanner, PatientDefects
-from cart_etl.synth.fhir import baseline, medications, observations, outcomes
+from cart_etl.synth.fhir import background, baseline, medications, observations, outcomes
 from cart_etl.synth.fhir.codes import STUDY_ID_SYSTEM
 from cart_etl.synth.fhir.context import PatientContext
 from cart_etl.synth.fhir.sink import PatientSink
@@ -79,6 +79,7 @@ class FhirWriter:
         self._prefix = self._out.name
         self._system = study_id_system
         self._planner = FhirDefectPlanner(seed) if defects else None
+        self._seed = seed
         self._handles: dict[str, IO[bytes]] = {}
         self._lines: dict[str, int] = {}
         self._defects: list[DefectRecord] = []
@@ -123,6 +124,24 @@ class FhirWriter:
         if defects is not None:
             self._defects += defects.records
         self._n_patients += 1
+
+    def write_background(self, index: int) -> None:
+        """Write background (non-CAR-T) patient ``index``: its bundle and NDJSON lines.
+
+        Background patients get no defects and do not count as cohort patients, so the
+        cohort's resources are the same with or without them (see ``background``).
+
+        Raises:
+            RuntimeError: The writer is closed.
+        """
+        if self._closed:
+            raise RuntimeError("FhirWriter is closed")
+        name = background.background_patient_id(index)
+        with (self._bundle_dir / f"{name}.json").open("wb", buffering=_BUNDLE_BUFFER) as bundle:
+            bundle_id = background.background_bundle_id(index)
+            sink = PatientSink(bundle, bundle_id, self._ndjson, self._lines, None)
+            background.build_background_patient(sink.emit, self._seed, index)
+            sink.finish()
 
     def close(self) -> list[DefectRecord]:
         """Flush and close the NDJSON files; return the defects injected so far."""
