@@ -1,0 +1,307 @@
+"""ViewDefinition -> one DuckDB ``SELECT`` (SQL on FHIR v2, ViewDefinition
+"Processing Algorithm").
+
+Each selection structure compiles to a DuckDB expression of type
+``STRUCT(columns...)[]``: the partial rows of ``Process(S, N)`` for the focus node.  A
+``column`` list is one row, nested ``select``s and the ``unionAll`` (concatenated
+branches) are further parts, and the parts are combined by their Cartesian product
+(``struct_concat`` in nested ``list_transform``).  ``forEach``/``forEachOrNull`` map the
+body over the focus collection (``%rowIndex`` is the lambda index - 1), an empty
+``forEachOrNull`` yields the row of nulls (``%rowIndex`` columns 0), and ``repeat`` is a
+bounded breadth-first unrolling (:data:`REPEAT_MAX_DEPTH` levels, deeper data is a run-time
+error) sorted back into depth-first pre-order by each node's path key.  The top level
+unnests the rows of every matching resource, so DuckDB streams and parallelises over the
+source table; no Python runs per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cart_etl.extract.fhir.sof import fhirpath as fp
+from cart_etl.extract.fhir.sof import sqlbits as sb
+from cart_etl.extract.fhir.sof.errors import ViewDefinitionError
+from cart_etl.extract.fhir.sof.expr import Expr, ExprCompiler, Scope
+from cart_etl.extract.fhir.sof.view import (
+    ViewColumn,
+    check_view,
+    column_sql_type,
+    constant_exprs,
+    view_name,
+)
+
+REPEAT_MAX_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class RefColumn:
+    """A column ``<refs>.getReferenceKey([T])`` resolved through the references table."""
+
+    name: str
+    type_name: str | None
+
+
+class _ViewCompiler:
+    def __init__(
+        self,
+        view: Mapping[str, Any],
+        *,
+        key_column: bool,
+        references: bool,
+        reference_types: bool,
+    ) -> None:
+        self.view = view
+        self.vname = view_name(view)
+        self.view_cols = check_view(view, self.vname)
+        self.types: dict[tuple[str, str], str] = {}
+        self.names = sb.Names()
+        self.resource = str(view["resource"])
+        key_sql = "_src._key" if key_column else "json_extract_string(_src.resource, '$.id')"
+        self.root = "_src.resource"
+        self.references = references
+        self.reference_types = reference_types
+        self.ref_columns: list[RefColumn] = []
+        self.fx = ExprCompiler(
+            self.names,
+            root=self.root,
+            key_sql=key_sql,
+            constants=constant_exprs(view, self.vname),
+            resource=self.resource,
+            where=f"view {self.vname!r}",
+        )
+
+    def at(self, loc: str) -> str:
+        return f"view {self.vname!r}: {loc}"
+
+    # -- columns -----------------------------------------------------------------------
+    def column(self, col: ViewColumn, scope: Scope) -> str:
+        where = self.at(f"{col.loc} column {col.name!r}")
+        tree = fp.parse(col.path) if self.references else None
+        if isinstance(tree, fp.Call) and tree.name == "getReferenceKey" and tree.target is not None:
+            self.types[col.loc, col.name] = "VARCHAR"
+            return self.ref_column(col, tree, scope, where)
+        e = self.fx.compile(col.path, scope, where)
+        sql_type = col.sql_type or column_sql_type(col, e)
+        self.types[col.loc, col.name] = sql_type
+        return self.cast(e, sql_type, col, where)
+
+    def typ(self, col: ViewColumn) -> str:
+        return self.types[col.loc, col.name]
+
+    def cast(self, e: Expr, sql_type: str, col: ViewColumn, where: str) -> str:
+        if col.collection:
+            base = sql_type[:-2]
+            if e.kind == "val":
+                return f"(CASE WHEN {e.sql} IS NULL THEN []::{sql_type} ELSE [CAST({e.sql} AS {base})] END)"
+            x = self.names.fresh()
+            return f"CAST(list_transform({self.fx.coll(e)}, lambda {x}: {sb.convert(x, base)}) AS {sql_type})"
+        if e.kind == "val":
+            return f"CAST({e.sql} AS {sql_type})"
+        if e.kind == "node":
+            return sb.bind(self.names, e.sql, sb.convert("{v}", sql_type))
+        msg = sb.error_sql(
+            f"{where}: path {col.path!r} returned more than one value (set collection: true)"
+        )
+        body = f"(CASE WHEN len({{v}}) > 1 THEN {msg} ELSE {sb.convert('{v}[1]', sql_type)} END)"
+        return sb.bind(self.names, e.sql, body)
+
+    def ref_column(self, col: ViewColumn, tree: fp.Call, scope: Scope, where: str) -> str:
+        """Keep the raw reference string; the top level joins it to the references table."""
+        if col.collection:
+            raise ViewDefinitionError(
+                f"{where}: getReferenceKey() with a references table cannot be a collection column"
+            )
+        type_name = self.fx.type_arg(tree) if tree.args else None
+        assert tree.target is not None
+        self.fx.where, self.fx.path = where, col.path
+        target = self.fx.expr(tree.target, scope)
+        x = self.names.fresh()
+        raw = Expr(
+            "coll",
+            f"list_transform({self.fx.coll(target)}, lambda {x}: json_extract({x}, '$.reference'))",
+        )
+        self.ref_columns.append(RefColumn(col.name, type_name))
+        return self.cast(raw, "VARCHAR", col, where)
+
+    # -- selects -----------------------------------------------------------------------
+    def select(
+        self, sel: Mapping[str, Any], loc: str, scope: Scope
+    ) -> tuple[str, list[ViewColumn]]:
+        """Rows (``STRUCT[]`` SQL) of one selection structure and its columns in order."""
+        it = next((k for k in ("forEach", "forEachOrNull", "repeat") if k in sel), None)
+        if it is None:
+            return self.body(sel, loc, scope)
+        where = self.at(f"{loc}.{it}")
+        if it == "repeat":
+            foci = self.repeat(sel["repeat"], scope, where)
+        else:
+            foci = self.fx.coll(self.fx.compile(sel[it], scope, where))
+        x = self.names.fresh("n")
+        inner_scope = Scope(focus=x, row_index=f"CAST(_i{x} - 1 AS BIGINT)", top=False)
+        rows, cols = self.body(sel, loc, inner_scope)
+        mapped = f"flatten(list_transform({{v}}, lambda {x}, _i{x}: {rows}))"
+        if it != "forEachOrNull":
+            return mapped.replace("{v}", f"({foci})"), cols
+        nulls = ", ".join(
+            f"{sb.ident(c.name)} := {'CAST(0 AS BIGINT)' if c.path.strip() == '%rowIndex' else 'NULL'}::{self.typ(c)}"
+            for c in cols
+        )
+        body = f"(CASE WHEN len({{v}}) = 0 THEN [struct_pack({nulls})] ELSE {mapped} END)"
+        return sb.bind(self.names, foci, body), cols
+
+    def body(self, sel: Mapping[str, Any], loc: str, scope: Scope) -> tuple[str, list[ViewColumn]]:
+        parts: list[str] = []
+        cols: list[ViewColumn] = []
+        columns = [c for c in self.view_cols if c.loc == loc]
+        if columns:
+            fields = []
+            for col in columns:
+                fields.append(f"{sb.ident(col.name)} := {self.column(col, scope)}")
+                cols.append(col)
+            parts.append(f"[struct_pack({', '.join(fields)})]")
+        for i, child in enumerate(sel.get("select") or []):
+            rows, ccols = self.select(child, f"{loc}.select[{i}]", scope)
+            parts.append(rows)
+            cols.extend(ccols)
+        if sel.get("unionAll"):
+            branches = [
+                self.select(b, f"{loc}.unionAll[{i}]", scope) for i, b in enumerate(sel["unionAll"])
+            ]
+            first_cols = branches[0][1]
+            sqls = [branches[0][0]]
+            for rows, bcols in branches[1:]:
+                if [self.typ(c) for c in bcols] != [self.typ(c) for c in first_cols]:
+                    y = self.names.fresh()
+                    fields = ", ".join(
+                        f"{sb.ident(fc.name)} := CAST(struct_extract({y}, {sb.sql_str(bc.name)}) AS {self.typ(fc)})"
+                        for fc, bc in zip(first_cols, bcols, strict=True)
+                    )
+                    rows = f"list_transform({rows}, lambda {y}: struct_pack({fields}))"
+                sqls.append(rows)
+            parts.append(sqls[0] if len(sqls) == 1 else f"list_concat({', '.join(sqls)})")
+            cols.extend(first_cols)
+        if not parts:
+            raise ViewDefinitionError(self.at(f"{loc}: a select needs column, select or unionAll"))
+        return self.product(parts), cols
+
+    def product(self, parts: list[str]) -> str:
+        acc = parts[0]
+        for part in parts[1:]:
+            p, a, b = self.names.fresh("p"), self.names.fresh("a"), self.names.fresh("r")
+            acc = (
+                f"(list_transform([{{'l': {acc}, 'r': {part}}}], lambda {p}: flatten(list_transform({p}.l, "
+                f"lambda {a}: list_transform({p}.r, lambda {b}: struct_concat({a}, {b}))))))[1]"
+            )
+        return acc
+
+    def repeat(self, paths: list[str], scope: Scope, where: str) -> str:
+        """Foci of ``repeat``: all descendants along ``paths``, depth-first pre-order (a
+        ``list_reduce`` of :data:`REPEAT_MAX_DEPTH` breadth-first levels, sorted by path key)."""
+
+        def children(level: str) -> str:
+            e, c = self.names.fresh("e"), self.names.fresh("c")
+            per_path = []
+            for j, path in enumerate(paths):
+                sub = Scope(focus=f"{e}.n", row_index=scope.row_index, top=False)
+                coll = self.fx.coll(self.fx.compile(path, sub, f"{where}[{j}]"))
+                kids = f"list_filter({coll}, lambda {c}: json_type({c}) = 'OBJECT')"
+                per_path.append(
+                    f"list_transform({kids}, lambda {c}, _i{c}: {{'k': list_concat({e}.k, [{j}, _i{c}]), 'n': {c}}})"
+                )
+            joined = per_path[0] if len(per_path) == 1 else f"list_concat({', '.join(per_path)})"
+            return f"flatten(list_transform({level}, lambda {e}: {joined}))"
+
+        entry = "STRUCT(k BIGINT[], n JSON)"
+        root = f"[{{'k': []::BIGINT[], 'n': {scope.focus}}}]::{entry}[]"
+        st = self.names.fresh("st")
+        level = f"list_reduce(range({REPEAT_MAX_DEPTH}), lambda {st}, _d{st}: {{'f': {children(st + '.f')}, 'a': list_concat({st}.a, {st}.f)}}, {{'f': {children(root)}, 'a': []::{entry}[]}})"
+        deep = sb.error_sql(f"{where}: nesting deeper than {REPEAT_MAX_DEPTH} levels")
+        body = f"(CASE WHEN len({{v}}.f) > 0 THEN {deep} ELSE {{v}}.a END)"
+        s = self.names.fresh("s")
+        return f"list_transform(list_sort({sb.bind(self.names, level, body)}), lambda {s}: {s}.n)"
+
+    # -- view --------------------------------------------------------------------------
+    def where_clause(self, scope: Scope) -> list[str]:
+        out = []
+        for i, w in enumerate(self.view.get("where") or []):
+            loc = self.at(f"where[{i}]")
+            e = self.fx.compile(w["path"], scope, loc)
+            if e.kind == "val":
+                if e.fam != "boolean":
+                    raise ViewDefinitionError(f"{loc}: path {w['path']!r} is not Boolean")
+                out.append(f"coalesce({e.sql}, false)")
+                continue
+            msg = sb.error_sql(f"{loc}: path {w['path']!r} does not evaluate to a Boolean")
+            c = self.fx.coll(e)
+            body = (
+                f"(CASE WHEN len({{v}}) = 0 THEN false WHEN len({{v}}) > 1 OR json_type({{v}}[1]) <> 'BOOLEAN' "
+                f"THEN {msg} ELSE CAST({{v}}[1] AS BOOLEAN) END)"
+            )
+            out.append(sb.bind(self.names, c, body))
+        return out
+
+    def compile(self, source: str, references: str | None) -> str:
+        scope = Scope(focus=self.root, row_index="CAST(0 AS BIGINT)", top=True)
+        rows, cols = self.body({"select": self.view["select"]}, "", scope)
+        conds = [f"_src.resource_type = {sb.sql_str(self.resource)}", *self.where_clause(scope)]
+        inner = f"SELECT unnest({rows}) AS _row FROM {source} AS _src WHERE {' AND '.join(conds)}"
+        joins = []
+        outs = []
+        refs = {r.name: r for r in self.ref_columns}
+        for k, col in enumerate(cols):
+            val = f"struct_extract(_v._row, {sb.sql_str(col.name)})"
+            ref = refs.get(col.name)
+            if ref is None:
+                outs.append(f"{val} AS {sb.ident(col.name)}")
+                continue
+            alias = f"_ref{k}"
+            joins.append(f"LEFT JOIN _refs AS {alias} ON {alias}.ref = {val}")
+            ok = f"{alias}.key IS NOT NULL"
+            if ref.type_name is not None and self.reference_types:
+                ok += f" AND ({alias}.type IS NULL OR {alias}.type = {sb.sql_str(ref.type_name)})"
+            parsed = self.fx.reference_key(val, ref.type_name)
+            outs.append(
+                f"(CASE WHEN {ok} THEN {alias}.key ELSE {parsed} END) AS {sb.ident(col.name)}"
+            )
+        sql = f"SELECT {', '.join(outs)} FROM ({inner}) AS _v"
+        if joins:
+            typ = ", arg_min(type, key) AS type" if self.reference_types else ""
+            refs_cte = (
+                f"WITH _refs AS (SELECT ref, min(key) AS key{typ} FROM {references} GROUP BY ref) "
+            )
+            sql = refs_cte + sql + " " + " ".join(joins)
+        return sql
+
+
+def compile_view(
+    view: Mapping[str, Any],
+    *,
+    source: str = "resources",
+    references: str | None = None,
+    key_column: bool = False,
+    reference_types: bool = False,
+) -> str:
+    """ViewDefinition (dict, as parsed from JSON) -> one DuckDB SELECT statement.
+
+    ``source`` is a table/view with ``resource_type VARCHAR`` and ``resource JSON``;
+    ``key_column=True`` makes ``getResourceKey()`` return its ``_key VARCHAR`` column
+    (default: ``resource.id``; :func:`run_view` detects the column).  ``references`` names
+    a table ``(ref VARCHAR, key VARCHAR[, type VARCHAR])`` consulted by a column whose path
+    ends in ``getReferenceKey([T])``; ``reference_types=True`` says it has ``type``.
+    """
+    if not isinstance(view, Mapping):
+        raise ViewDefinitionError(
+            f"a ViewDefinition must be a JSON object, not {type(view).__name__}"
+        )
+    compiler = _ViewCompiler(
+        view,
+        key_column=key_column,
+        references=references is not None,
+        reference_types=reference_types,
+    )
+    return compiler.compile(source, references)
+
+
+__all__ = ["REPEAT_MAX_DEPTH", "compile_view"]
