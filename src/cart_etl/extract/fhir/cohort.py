@@ -1,0 +1,103 @@
+"""Cohort selection for whole-hospital FHIR exports (a cheap first pass before flattening).
+
+A Bulk export holds every patient of a hospital. A patient is in the cohort when the export
+names them a study subject (a Patient.identifier of the study-id system of
+``fhir/targets.yaml``) or holds CAR-T administration evidence for them: a Procedure or
+MedicationAdministration whose code maps to the ``cart_infusion`` target of
+``fhir/concept_map.csv``. The other patients and every resource about them (``subject`` or
+``patient`` reference) are removed before the views run and counted as *not in cohort*;
+resources about no patient (Medication, Device, Organization...) stay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import duckdb
+
+from cart_etl.extract.fhir.concept_map import concept_rows
+from cart_etl.mappings import Mappings
+
+_EVIDENCE: Final = ("procedure", "procedure_coding", "medication_administration",
+                    "medication_administration_coding", "medication", "medication_coding")
+
+RunView = Callable[[duckdb.DuckDBPyConnection, str, dict[str, Any], str], None]
+
+
+def cohort_patients(
+    con: duckdb.DuckDBPyConnection,
+    views: dict[str, dict[str, Any]],
+    mappings: Mappings,
+    run: RunView,
+) -> int | None:
+    """Remove the resources of patients outside the cohort; the number removed.
+
+    None when the input holds no evidence at all (a partial delivery: nothing is removed).
+    """
+    spec = mappings.load("fhir/targets.yaml")
+    study_system = (spec.get("patient") or {}).get("study_id_system", "")
+    codes = [(r.system, r.code) for r in concept_rows(mappings) if r.target == "cart_infusion"]
+    con.execute("CREATE OR REPLACE TEMP TABLE _cart_codes (system VARCHAR, code VARCHAR)")
+    if codes:
+        con.executemany("INSERT INTO _cart_codes VALUES (?, ?)", codes)
+    for name in _EVIDENCE:
+        if name in views:
+            run(con, f"cohort_{name}", views[name], "resources")
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _cohort AS
+        SELECT DISTINCT p.patient_key AS key FROM v_cohort_procedure p
+            JOIN v_cohort_procedure_coding c ON c.key = p.key
+            JOIN _cart_codes m ON m.system = c.system AND m.code = c.code
+        UNION
+        SELECT DISTINCT a.patient_key FROM v_cohort_medication_administration a
+            LEFT JOIN v_cohort_medication_administration_coding c ON c.key = a.key
+            LEFT JOIN v_cohort_medication_coding mc ON mc.key = CASE
+                WHEN starts_with(a.medication_reference, '#') THEN a.key || a.medication_reference
+                ELSE a.medication_key END
+            JOIN _cart_codes m ON (m.system = c.system AND m.code = c.code)
+                OR (m.system = mc.system AND m.code = mc.code)
+        """
+    )
+    con.execute(
+        "INSERT INTO _cohort SELECT _key FROM resources WHERE resource_type = 'Patient' "
+        "AND contained_in IS NULL AND list_contains("
+        "CAST(json_extract_string(resource, '$.identifier[*].system') AS VARCHAR[]), ?)",
+        [study_system],
+    )
+    for name in _EVIDENCE:
+        con.execute(f'DROP TABLE IF EXISTS "v_cohort_{name}"')
+    (evidence,) = con.execute("SELECT count(*) FROM _cohort WHERE key IS NOT NULL").fetchone() or (0,)
+    if not evidence:
+        return None
+    # The patient each resource is about: itself (Patient), else subject / patient.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _about AS
+        SELECT file, pos, resource_type, _key, CASE WHEN resource_type = 'Patient' THEN _key ELSE
+            coalesce(r.key, regexp_extract(x.ref, '(?:^|/)Patient/([^/]+)', 1)) END AS patient
+        FROM (SELECT file, pos, resource_type, _key, contained_in,
+                     coalesce(resource->'subject'->>'reference', resource->'patient'->>'reference',
+                              resource->'beneficiary'->>'reference') AS ref
+              FROM resources) x
+        LEFT JOIN refs r ON r.ref = x.ref
+        WHERE contained_in IS NULL
+        """
+    )
+    (removed,) = con.execute(
+        "SELECT count(*) FROM _about WHERE nullif(patient, '') IS NOT NULL "
+        "AND patient NOT IN (SELECT key FROM _cohort)"
+    ).fetchone() or (0,)
+    con.execute(
+        """
+        DELETE FROM resources WHERE (file, pos) IN (
+            SELECT file, pos FROM _about WHERE nullif(patient, '') IS NOT NULL
+            AND patient NOT IN (SELECT key FROM _cohort))
+        """
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _res AS SELECT file, pos, resource_type, _key FROM "
+        "resources WHERE contained_in IS NULL"
+    )
+    return int(removed)

@@ -1,0 +1,684 @@
+"""Second FHIR stage: flat view rows + the concept map -> the canonical raw frames.
+
+The SQL-on-FHIR views (``mappings/fhir/views``) flatten resources by shape and know no
+concept. Here ``fhir/concept_map.csv`` (rows ``source_system, source_code, target, item``;
+the shape of OMOP's source_to_concept_map) says which coding is which *target*, and
+``fhir/targets.yaml`` says how a target fills the entity columns of
+``cart_etl.contract.ENTITY_COLUMNS``. Everything runs as DuckDB SQL over the view tables.
+
+Per resource, the coding that decides is the first of the view's elements, specific codes
+before a system-wide ``*`` row, then the coding's position. Every resource of the input ends
+in one outcome (``FhirReport``): *emitted* (>= 1 row), *rejected* (a Rejected names resource,
+field and reason: excluded status, unresolvable subject, a target's ``otherwise: reject``)
+or *out of scope* (a type or code the cohort does not need, counted per type and code, never
+quarantined).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import duckdb
+import polars as pl
+
+from cart_etl.contract import ENTITY_COLUMNS, RawBatch, Rejected, conform
+from cart_etl.errors import MappingError
+from cart_etl.extract.fhir.concept_map import concept_rows
+from cart_etl.mappings import Mappings
+
+SOURCE: Final = "fhir"
+RULE_MISSING_SUBJECT: Final = "fhir.missing_subject"
+RULE_STATUS: Final = "fhir.status_excluded"
+RULE_NO_OUTPUT: Final = "fhir.no_matching_output"
+
+# How the views relate (resource shape, not concepts): the coding sources of each view and
+# the reference joins its targets may read ("specimen.accession", "medication.lot", ...).
+_CODINGS: Final[dict[str, list[tuple[str, str]]]] = {
+    # view -> [(element, SQL yielding key, element, position, system, code, display)]
+    "observation": [("code", "SELECT key, element, position, system, code, display "
+                              "FROM v_observation_coding")],
+    "medication_administration": [
+        ("medication", "SELECT key, element, position, system, code, display "
+                       "FROM v_medication_administration_coding"),
+        ("medication", "SELECT a.key, 'medication' AS element, 1000 + c.position AS position, "
+                       "c.system, c.code, c.display FROM v_medication_administration a "
+                       "JOIN v_medication_coding c ON c.key = " + "{med_key}"),
+    ],
+    "procedure": [("code", "SELECT key, element, position, system, code, display "
+                           "FROM v_procedure_coding")],
+    "device_use_statement": [
+        ("device", "SELECT s.key, 'device' AS element, c.position, c.system, c.code, c.display "
+                   "FROM v_device_use_statement s JOIN v_device_coding c ON c.key = s.device_key")
+    ],
+    "condition": [("code", "SELECT key, element, position, system, code, display "
+                           "FROM v_condition_coding")],
+}
+_MED_KEY: Final = (
+    "CASE WHEN starts_with(a.medication_reference, '#') THEN a.key || a.medication_reference "
+    "ELSE a.medication_key END"
+)
+_JOINS: Final[dict[str, dict[str, str]]] = {
+    "observation": {"specimen": "LEFT JOIN v_specimen specimen ON specimen.key = v.specimen_key"},
+    "medication_administration": {
+        "medication": "LEFT JOIN v_medication medication ON medication.key = "
+        + _MED_KEY.replace("a.", "v.")
+    },
+    "procedure": {
+        "device": "LEFT JOIN (SELECT key, first(system ORDER BY position) AS system, "
+        "first(code ORDER BY position) AS code FROM v_device_coding GROUP BY key) device "
+        "ON device.key = v.used_reference_key"
+    },
+}
+_RESOURCE_TYPE: Final = {
+    "patient": "Patient",
+    "observation": "Observation",
+    "medication_administration": "MedicationAdministration",
+    "procedure": "Procedure",
+    "device_use_statement": "DeviceUseStatement",
+    "condition": "Condition",
+}
+_STATUS_COLUMN: Final = {"condition": "verification_status"}
+
+
+@dataclass
+class FhirReport:
+    """What the FHIR extraction read and what became of it (filled while the stream runs)."""
+
+    mode: str
+    files: list[str] = field(default_factory=list)
+    outcomes: dict[str, Counter[str]] = field(default_factory=dict)
+    resources_by_type: Counter[str] = field(default_factory=Counter)
+    rows_by_entity: Counter[str] = field(default_factory=Counter)
+    rejected_by_rule: Counter[str] = field(default_factory=Counter)
+    out_of_scope: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    excluded_status: Counter[tuple[str, str]] = field(default_factory=Counter)
+    not_in_cohort: int = 0
+    entries_without_resource: int = 0
+    seconds: float = 0.0
+
+    @property
+    def resources(self) -> int:
+        """Resources (and unparseable lines/files) accounted for."""
+        return sum(sum(c.values()) for c in self.outcomes.values())
+
+    @property
+    def medication_orders(self) -> int:
+        """MedicationRequest resources counted as orders (never doses)."""
+        return sum(n for (t, _, _), n in self.out_of_scope.items() if t == "MedicationRequest")
+
+    def totals(self) -> Counter[str]:
+        """Outcome counts over all files."""
+        total: Counter[str] = Counter()
+        for counts in self.outcomes.values():
+            total.update(counts)
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary for the run report."""
+        return {
+            "mode": self.mode,
+            "files": len(self.files),
+            "resources": self.resources,
+            "outcomes": dict(self.totals()),
+            "resources_by_type": dict(self.resources_by_type),
+            "rows_by_entity": dict(self.rows_by_entity),
+            "rejected_by_rule": dict(self.rejected_by_rule),
+            "out_of_scope": [
+                {"resource_type": t, "code": c, "reason": r, "count": n}
+                for (t, c, r), n in self.out_of_scope.most_common()
+            ],
+            "excluded_status": [
+                {"resource_type": t, "status": s, "count": n}
+                for (t, s), n in self.excluded_status.most_common()
+            ],
+            "not_in_cohort": self.not_in_cohort,
+            "entries_without_resource": self.entries_without_resource,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def staging_concepts(mappings: Mappings) -> dict[tuple[str, str], str]:
+    """(system, code) -> canonical item for staging (rows with an ``item``)."""
+    return {(r.system, r.code): r.item for r in concept_rows(mappings) if r.item}
+
+
+# -- SQL building ---------------------------------------------------------------------------
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _column(name: str, view_columns: set[str], where: str) -> str:
+    """A view column (or ``join.column``) as nullable text."""
+    if name == "$system":
+        return "r.system"
+    if name == "$code":
+        return "r.code"
+    if name == "$display":
+        return "r.display"
+    if name == "$study_id":
+        return "sid.study_id"
+    if "." in name:
+        alias, col = name.split(".", 1)
+        return f"nullif(CAST({alias}.{col} AS VARCHAR), '')"
+    if name not in view_columns:
+        raise MappingError(
+            f"fhir/targets.yaml {where}: {name!r} is not a column of the view.",
+            fix=f"use one of {sorted(view_columns)}.",
+        )
+    return f"nullif(CAST(v.{name} AS VARCHAR), '')"
+
+
+def _spec(raw: Any, cols: set[str], where: str) -> str:
+    """One column spec of targets.yaml -> a SQL expression (text or NULL)."""
+    if isinstance(raw, str):
+        return _column(raw, cols, where)
+    if isinstance(raw, list):
+        parts = [_spec(p, cols, where) for p in raw]
+        return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
+    if isinstance(raw, dict) and "concat" in raw:
+        parts = [_spec(p, cols, where) for p in raw["concat"]]
+        return f"nullif(concat_ws('', {', '.join(parts)}), '')"
+    if isinstance(raw, dict) and "regex" in raw and "from" in raw:
+        re.compile(raw["regex"])
+        src = _spec(raw["from"], cols, where)
+        return f"nullif(regexp_extract({src}, {_quote(raw['regex'])}, 1), '')"
+    if isinstance(raw, dict) and "value" in raw and "if" in raw:
+        test = _predicate(raw["if"], cols, where)
+        return f"CASE WHEN {test} THEN {_spec(raw['value'], cols, where)} END"
+    if isinstance(raw, dict) and "component" in raw:
+        system, _, code = str(raw["component"]).rpartition("|")
+        value = raw.get("value", "value_quantity_value")
+        unit = (
+            f" AND coalesce(c.value_quantity_code, c.value_quantity_unit) = {_quote(raw['unit'])}"
+            if "unit" in raw
+            else ""
+        )
+        return (
+            f"(SELECT nullif(CAST(first(c.{value} ORDER BY c.component) AS VARCHAR), '') "
+            f"FROM v_observation_component c WHERE c.key = v.key "
+            f"AND c.code_system = {_quote(system)} AND c.code_code = {_quote(code)}{unit})"
+        )
+    raise MappingError(
+        f"fhir/targets.yaml {where}: cannot read the column spec {raw!r}.",
+        fix="use a view column, a list, {concat}, {regex, from}, {value, if} or {component}.",
+    )
+
+
+def _predicate(raw: Any, cols: set[str], where: str) -> str:
+    if not isinstance(raw, dict) or "col" not in raw:
+        raise MappingError(
+            f"fhir/targets.yaml {where}: a `when` test needs `col`.",
+            fix="write {col: <view column>, present|regex|not_regex: ...}.",
+        )
+    value = _spec(raw["col"], cols, where)
+    if "present" in raw:
+        return f"({value} IS {'NOT ' if raw['present'] else ''}NULL)"
+    if "regex" in raw:
+        return f"coalesce(regexp_matches({value}, {_quote(raw['regex'])}), false)"
+    if "not_regex" in raw:
+        return f"NOT coalesce(regexp_matches({value}, {_quote(raw['not_regex'])}), false)"
+    raise MappingError(
+        f"fhir/targets.yaml {where}: unknown test {raw!r}.", fix="use present, regex or not_regex."
+    )
+
+
+@dataclass(frozen=True)
+class _Output:
+    entity: str
+    select: str  # SQL yielding (key, row, <entity columns>)
+    when: str
+
+
+@dataclass(frozen=True)
+class _Target:
+    view: str
+    name: str
+    element: str
+    outputs: tuple[_Output, ...]
+    reject: str | None
+    ignore: str | None
+
+
+def _compile_targets(
+    spec: Mapping[str, Any], view_columns: Mapping[str, set[str]]
+) -> list[_Target]:
+    targets: list[_Target] = []
+    for view, by_target in (spec.get("views") or {}).items():
+        cols = view_columns.get(view)
+        if cols is None:
+            raise MappingError(
+                f"fhir/targets.yaml names the view {view!r}, which fhir/views does not define.",
+                fix=f"use one of {sorted(view_columns)}.",
+            )
+        elements = [e for e, _ in _CODINGS.get(view, [])]
+        for name, body in (by_target or {}).items():
+            where = f"views.{view}.{name}"
+            outputs = []
+            for i, out in enumerate(body.get("outputs") or []):
+                entity = out.get("entity")
+                if entity not in ENTITY_COLUMNS:
+                    raise MappingError(
+                        f"fhir/targets.yaml {where}.outputs[{i}]: unknown entity {entity!r}.",
+                        fix=f"use one of {sorted(ENTITY_COLUMNS)}.",
+                    )
+                unknown = set(out.get("columns") or {}) - set(ENTITY_COLUMNS[entity])
+                if unknown:
+                    raise MappingError(
+                        f"fhir/targets.yaml {where}.outputs[{i}]: {sorted(unknown)} are not "
+                        f"columns of {entity}.",
+                        fix=f"use {list(ENTITY_COLUMNS[entity])}.",
+                    )
+                when = " AND ".join(_predicate(w, cols, where) for w in out.get("when") or [])
+                outputs.append(
+                    _output(view, entity, out, cols, where, when or "true")
+                )
+            otherwise = body.get("otherwise") or {}
+            targets.append(
+                _Target(
+                    view,
+                    name,
+                    body.get("element") or (elements[0] if elements else ""),
+                    tuple(outputs),
+                    None if "ignore" in otherwise else otherwise.get("reject", "no output applies"),
+                    otherwise.get("ignore"),
+                )
+            )
+    return targets
+
+
+def _output(
+    view: str, entity: str, out: Mapping[str, Any], cols: set[str], where: str, when: str
+) -> _Output:
+    columns = out.get("columns") or {}
+    component = out.get("components")
+    if component:
+        # Panel: one row per component whose code maps to `component`; values from it.
+        comp_cols = {"value_quantity_value", "value_quantity_code", "value_quantity_unit",
+                     "value_quantity_comparator", "value_string", "value_integer",
+                     "value_boolean", "value_concept_code", "value_concept_text",
+                     "value_concept_display", "value_datetime"}
+        exprs = []
+        for col in ENTITY_COLUMNS[entity]:
+            raw = columns.get(col)
+            if raw is None:
+                exprs.append(f"NULL AS {col}")
+                continue
+            sql = _spec(raw, cols | comp_cols, where)
+            for c in comp_cols:  # component columns come from the component row
+                sql = sql.replace(f"v.{c}", f"cv.{c}")
+            sql = sql.replace("r.system", "cc.system").replace("r.code", "cc.code")
+            exprs.append(f"{sql} AS {col}")
+        select = (
+            "SELECT v.key, coalesce(v.id, v.key) || '#component' || cv.component AS row, "
+            + ", ".join(exprs)
+            + ", {extra} FROM {base} JOIN v_observation_component cv ON cv.key = v.key "
+            "JOIN (SELECT key, component, system, code FROM v_observation_component_coding k "
+            "JOIN _cmap m ON m.source_system = k.system AND m.source_code = k.code "
+            f"WHERE m.target = {_quote(component)} QUALIFY row_number() OVER "
+            "(PARTITION BY key, component ORDER BY position) = 1) cc "
+            "ON cc.key = v.key AND cc.component = cv.component"
+        )
+        return _Output(entity, select, when)
+    exprs = [
+        f"{_spec(columns[c], cols, where)} AS {c}" if c in columns else f"NULL AS {c}"
+        for c in ENTITY_COLUMNS[entity]
+    ]
+    select = (
+        "SELECT v.key, coalesce(v.id, v.key) AS row, " + ", ".join(exprs) + ", {extra} FROM {base}"
+    )
+    return _Output(entity, select, when)
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+def _view_columns(con: duckdb.DuckDBPyConnection, views: Sequence[str]) -> dict[str, set[str]]:
+    return {
+        v: {r[0] for r in con.execute(f"DESCRIBE v_{v}").fetchall()}
+        for v in views
+    }
+
+
+class Recogniser:
+    """Runs the second stage over the view tables of ``con`` (``v_<view name>``)."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        mappings: Mappings,
+        report: FhirReport,
+        *,
+        study_id_system: str | None = None,
+    ) -> None:
+        self.con = con
+        self.report = report
+        spec = mappings.load("fhir/targets.yaml")
+        self.spec = spec
+        patient = spec.get("patient") or {}
+        self.study_id_system = study_id_system or patient.get("study_id_system", "")
+        self.mrn = patient.get("mrn_type") or {}
+        self.status: dict[str, dict[str, str]] = spec.get("status") or {}
+        self.context_only: dict[str, str] = spec.get("context_only") or {}
+        views = [
+            r[0][2:]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'v\\_%' "
+                "ESCAPE '\\'"
+            ).fetchall()
+        ]
+        self.targets = _compile_targets(spec, _view_columns(con, views))
+        rows = concept_rows(mappings)
+        known = {t.name for t in self.targets}
+        for r in rows:
+            if r.target not in known:
+                raise MappingError(
+                    f"fhir/concept_map.csv maps {r.system}|{r.code} to the unknown target "
+                    f"{r.target!r}.",
+                    fix=f"use one of {sorted(known)}.",
+                )
+        cmap = pl.DataFrame(
+            {
+                "source_system": [r.system for r in rows],
+                "source_code": [r.code for r in rows],
+                "target": [r.target for r in rows],
+            },
+            schema=dict.fromkeys(("source_system", "source_code", "target"), pl.String),
+        )
+        con.register("_cmap_frame", cmap.to_arrow())
+        con.execute("CREATE OR REPLACE TEMP TABLE _cmap AS SELECT * FROM _cmap_frame")
+        con.unregister("_cmap_frame")
+
+    def run(self) -> Iterator[RawBatch | Rejected]:
+        """Every entity frame and every rejection; the report is filled as it goes."""
+        started = time.perf_counter()
+        self._patients()
+        self._recognise()
+        for view in _RESOURCE_TYPE:
+            yield from self._gate(view)
+        for target in self.targets:
+            yield from self._emit(target)
+        self._account()
+        self.report.seconds += time.perf_counter() - started
+
+    # -- steps
+
+    def _patients(self) -> None:
+        mr_sys, mr_code = _quote(self.mrn.get("system", "")), _quote(self.mrn.get("code", "MR"))
+        self.con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _patients AS
+            SELECT p.key, coalesce(p.id, p.key) AS patient_id,
+                   coalesce(s.value, p.id, p.key) AS study_id
+            FROM v_patient p LEFT JOIN (
+                SELECT key, first(value ORDER BY position) AS value FROM v_patient_identifier
+                WHERE system = {_quote(self.study_id_system)} AND nullif(value, '') IS NOT NULL
+                  AND NOT (coalesce(type_system, '') = {mr_sys} AND type_code = {mr_code})
+                GROUP BY key) s ON s.key = p.key
+            """
+        )
+
+    def _recognise(self) -> None:
+        """``_rec(view, key, target, system, code, display)``: the deciding coding."""
+        parts = []
+        order = {t.name: i for i, t in enumerate(self.targets)}
+        for view, sources in _CODINGS.items():
+            elements = list(dict.fromkeys(e for e, _ in sources))
+            for _, sql in sources:
+                sql = sql.replace("{med_key}", _MED_KEY)
+                parts.append(
+                    f"SELECT {_quote(view)} AS view, k.*, m.target, "
+                    f"CASE WHEN m.source_code = '*' THEN 1 ELSE 0 END AS wild, "
+                    f"{_case(elements, 'k.element')} AS erank FROM ({sql}) k "
+                    f"JOIN _cmap m ON m.source_system = k.system "
+                    f"AND (m.source_code = k.code OR m.source_code = '*') "
+                    f"JOIN _tgt t ON t.view = {_quote(view)} AND t.target = m.target "
+                    f"AND t.element = k.element"
+                )
+        tgt = pl.DataFrame(
+            {
+                "view": [t.view for t in self.targets],
+                "target": [t.name for t in self.targets],
+                "element": [t.element for t in self.targets],
+                "rank": [order[t.name] for t in self.targets],
+            }
+        )
+        self.con.register("_tgt_frame", tgt.to_arrow())
+        self.con.execute("CREATE OR REPLACE TEMP TABLE _tgt AS SELECT * FROM _tgt_frame")
+        self.con.unregister("_tgt_frame")
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE _rec AS SELECT view, key, target, system, code, display "
+            f"FROM ({' UNION ALL '.join(parts)}) QUALIFY row_number() OVER "
+            "(PARTITION BY view, key ORDER BY erank, wild, position) = 1"
+        )
+        self.con.execute(
+            "INSERT INTO _rec SELECT 'patient', key, 'patient', NULL, NULL, NULL FROM v_patient"
+        )
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE _gone (view VARCHAR, key VARCHAR, rule VARCHAR)"
+        )
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE _done (view VARCHAR, key VARCHAR, outcome VARCHAR, "
+            "reason VARCHAR)"
+        )
+
+    def _gate(self, view: str) -> Iterator[Rejected]:
+        """Excluded status and unresolvable subject of recognised resources."""
+        rtype = _RESOURCE_TYPE[view]
+        if view == "patient":
+            return
+        status_col = _STATUS_COLUMN.get(view, "status")
+        excluded = self.status.get(view, self.status.get("default", {}))
+        rows = self.con.execute(
+            f"""
+            SELECT v.key, coalesce(v.id, v.key), r.file, CAST(v.{status_col} AS VARCHAR),
+                   v.patient_key, v.subject_reference,
+                   (SELECT count(*) FROM _patients) AS n_patients,
+                   p.key IS NOT NULL AS resolved
+            FROM v_{view} v JOIN _rec x ON x.view = {_quote(view)} AND x.key = v.key
+            LEFT JOIN _res r ON r.resource_type = {_quote(rtype)} AND r._key = v.key
+            LEFT JOIN _patients p ON p.key = v.patient_key
+            """
+        ).fetchall()
+        for key, row, file, status, patient_key, ref, n_patients, resolved in rows:
+            reason = excluded.get(status) if status else None
+            if reason is not None:
+                self.report.excluded_status[(rtype, status)] += 1
+                yield self._reject(view, key, file, row, "status", status, RULE_STATUS,
+                                   f"{rtype} status {status!r}: {reason}")
+                continue
+            if resolved or (n_patients == 0 and patient_key):
+                continue
+            why = _subject_problem(ref, patient_key)
+            yield self._reject(view, key, file, row, "subject", ref or "", RULE_MISSING_SUBJECT,
+                               f"{rtype}: {why}")
+
+    def _reject(
+        self, view: str, key: str, file: str | None, row: str, field: str, value: str,
+        rule: str, message: str,
+    ) -> Rejected:
+        self.con.execute("INSERT INTO _gone VALUES (?, ?, ?)", [view, key, rule])
+        self.report.rejected_by_rule[rule] += 1
+        return Rejected(SOURCE, file or "", row, field, value, rule, message)
+
+    def _emit(self, target: _Target) -> Iterator[RawBatch | Rejected]:
+        view, rtype = target.view, _RESOURCE_TYPE[target.view]
+        joins = " ".join(_JOINS.get(view, {}).values())
+        base = (
+            f"v_{view} v JOIN _rec r ON r.view = {_quote(view)} AND r.key = v.key "
+            f"AND r.target = {_quote(target.name)} "
+            + (
+                "JOIN _patients sid ON sid.key = v.key "
+                if view == "patient"
+                else "LEFT JOIN _patients pk ON pk.key = v.patient_key "
+            )
+            + f"LEFT JOIN _res f ON f.resource_type = {_quote(rtype)} AND f._key = v.key "
+            + joins
+        )
+        patient = "sid.patient_id" if view == "patient" else "coalesce(pk.patient_id, v.patient_key)"
+        emitted = f"_em_{target.view}_{target.name}"
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {emitted} (key VARCHAR)")
+        for out in target.outputs:
+            select = out.select.replace("{base}", base).replace(
+                "{extra}", f"{patient} AS _patient, f.file AS _file"
+            )
+            sql = (
+                f"{select} WHERE {out.when} AND v.key NOT IN (SELECT key FROM _gone "
+                f"WHERE view = {_quote(view)})"
+            )
+            frame = pl.from_arrow(self.con.sql(sql).to_arrow_table())
+            assert isinstance(frame, pl.DataFrame)
+            if frame.is_empty():
+                continue
+            self.con.register("_emitted_keys", frame.select("key").to_arrow())
+            self.con.execute(f"INSERT INTO {emitted} SELECT key FROM _emitted_keys")
+            self.con.unregister("_emitted_keys")
+            frame = frame.with_columns(pl.lit(SOURCE).alias("source")).rename(
+                {"_file": "file", "_patient": "patient_key"}
+            ).drop("key")
+            self.report.rows_by_entity[out.entity] += frame.height
+            yield RawBatch(out.entity, conform(out.entity, frame), frame.height)
+        # Recognised resources with no output: the target's `otherwise`.
+        leftovers = self.con.execute(
+            f"SELECT r.key, coalesce(v.id, v.key), f.file, r.code FROM _rec r "
+            f"JOIN v_{view} v ON v.key = r.key "
+            f"LEFT JOIN _res f ON f.resource_type = {_quote(rtype)} AND f._key = r.key "
+            f"WHERE r.view = {_quote(view)} AND r.target = {_quote(target.name)} "
+            f"AND r.key NOT IN (SELECT key FROM {emitted}) "
+            f"AND r.key NOT IN (SELECT key FROM _gone WHERE view = {_quote(view)})"
+        ).fetchall()
+        for key, row, file, code in leftovers:
+            if target.ignore is not None:
+                self.con.execute(
+                    "INSERT INTO _done VALUES (?, ?, 'out_of_scope', ?)", [view, key, target.ignore]
+                )
+                continue
+            yield self._reject(view, key, file, row, target.name, code or "", RULE_NO_OUTPUT,
+                               f"{rtype} {target.name}: {target.reject}")
+        self.con.execute(
+            f"INSERT INTO _done SELECT {_quote(view)}, key, 'emitted', NULL FROM {emitted}"
+        )
+
+    def _account(self) -> None:
+        """One outcome per input resource: emitted, rejected or out of scope."""
+        report = self.report
+        views = {v: t for v, t in _RESOURCE_TYPE.items()}
+        view_of = " ".join(f"WHEN {_quote(t)} THEN {_quote(v)}" for v, t in views.items())
+        rows = self.con.execute(
+            f"""
+            WITH res AS (
+                SELECT file, resource_type, _key, CASE resource_type {view_of} END AS view
+                FROM _res
+            ), outcome AS (
+                SELECT res.file, res.resource_type,
+                       CASE WHEN g.key IS NOT NULL THEN 'rejected'
+                            WHEN d.outcome = 'emitted' THEN 'emitted'
+                            ELSE 'out_of_scope' END AS outcome,
+                       coalesce(d.reason, CASE WHEN rec.key IS NULL THEN 'not recognised' END)
+                           AS reason,
+                       rec.key IS NULL AS unrecognised, res._key AS key, res.view
+                FROM res
+                LEFT JOIN (SELECT DISTINCT view, key FROM _gone) g
+                    ON g.view = res.view AND g.key = res._key
+                LEFT JOIN (SELECT view, key, min(outcome) AS outcome, min(reason) AS reason
+                           FROM _done GROUP BY ALL) d ON d.view = res.view AND d.key = res._key
+                LEFT JOIN _rec rec ON rec.view = res.view AND rec.key = res._key
+            )
+            SELECT file, resource_type, outcome, reason, unrecognised, count(*) FROM outcome
+            GROUP BY ALL
+            """
+        ).fetchall()
+        for file, rtype, outcome, reason, unrecognised, n in rows:
+            report.outcomes.setdefault(file, Counter())[outcome] += n
+            report.resources_by_type[rtype] += n
+            if outcome == "out_of_scope":
+                if unrecognised:
+                    reason = self.context_only.get(rtype) or (
+                        "no view reads this resource type"
+                        if rtype not in views.values()
+                        else "code not in fhir/concept_map.csv"
+                    )
+                report.out_of_scope[(rtype, "", reason)] += n
+        # The unrecognised codes, so that a site sees what to map (per type and first coding).
+        for rtype, system, code, n in self.con.execute(
+            """
+            SELECT 'Observation', system, code, count(*) FROM v_observation_coding k
+            WHERE position = 0 AND NOT EXISTS (SELECT 1 FROM _rec r WHERE r.view = 'observation'
+                AND r.key = k.key) GROUP BY ALL ORDER BY 4 DESC LIMIT 200
+            """
+        ).fetchall():
+            report.out_of_scope[(rtype, f"{system}|{code}", "code not in fhir/concept_map.csv")] += 0
+            report.out_of_scope[(rtype, f"{system}|{code}", "unmapped code (count)")] = n
+
+
+def _case(elements: list[str], column: str) -> str:
+    if not elements:
+        return "0"
+    whens = " ".join(f"WHEN {_quote(e)} THEN {i}" for i, e in enumerate(elements))
+    return f"CASE {column} {whens} ELSE 99 END"
+
+
+_LITERAL: Final = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/.*)?$")
+
+
+def _subject_problem(ref: str | None, key: str | None) -> str:
+    """Why a subject reference names no Patient of the input (FHIR R4 References, 2.3.0)."""
+    if not ref:
+        return "the resource has no subject reference (a logical reference is not resolved)"
+    if ref.startswith("#"):
+        return "subject is a contained Patient, which has no identity outside it"
+    literal = _LITERAL.search(ref)
+    if literal is not None and literal.group(1) != "Patient":
+        return f"subject {ref} is not a Patient"
+    if ref.startswith("urn:"):
+        return f"subject {ref} matches no entry of the bundle"
+    return f"subject {ref} is not a Patient of this input"
+
+
+def recognise(
+    con: duckdb.DuckDBPyConnection,
+    mappings: Mappings,
+    report: FhirReport,
+    *,
+    study_id_system: str | None = None,
+) -> Iterator[RawBatch | Rejected]:
+    """The canonical raw frames of the view tables in ``con`` (see module docstring)."""
+    return Recogniser(con, mappings, report, study_id_system=study_id_system).run()
+
+
+class FhirStream:
+    """The extract stream of a FHIR source: the loader's rejections, then the recognised
+    frames (``RawBatch``) and rejections; ``report`` is complete once it is consumed."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        mappings: Mappings,
+        *,
+        files: Sequence[str],
+        rejected: Sequence[Rejected],
+        mode: str = "fast",
+        not_in_cohort: int = 0,
+        entries_without_resource: int = 0,
+        study_id_system: str | None = None,
+    ) -> None:
+        self.con, self.mappings, self.rejected = con, mappings, list(rejected)
+        self.study_id_system = study_id_system
+        self.report = FhirReport(mode=mode, files=list(files))
+        self.report.not_in_cohort = not_in_cohort
+        self.report.entries_without_resource = entries_without_resource
+
+    def __iter__(self) -> Iterator[RawBatch | Rejected]:
+        for case in self.rejected:
+            self.report.outcomes.setdefault(case.file, Counter())["rejected"] += 1
+            self.report.rejected_by_rule[case.rule_id] += 1
+            yield case
+        yield from recognise(
+            self.con, self.mappings, self.report, study_id_system=self.study_id_system
+        )
