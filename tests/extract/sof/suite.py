@@ -49,9 +49,10 @@ def resource_table(
     con = con or duckdb.connect()
     con.execute(f"CREATE OR REPLACE TABLE {table} (resource_type VARCHAR, resource JSON)")
     rows = [(r.get("resourceType"), json.dumps(r)) for r in resources]
-    con.execute(f"INSERT INTO {table} SELECT * FROM (SELECT unnest($1) AS t, unnest($2) AS r)", [
-        [t for t, _ in rows], [r for _, r in rows]
-    ])
+    con.execute(
+        f"INSERT INTO {table} SELECT * FROM (SELECT unnest($1) AS t, unnest($2) AS r)",
+        [[t for t, _ in rows], [r for _, r in rows]],
+    )
     return con
 
 

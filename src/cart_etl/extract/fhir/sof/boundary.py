@@ -16,7 +16,10 @@ def _decimal(v: str, high: bool) -> str:
     t = f"CAST({v} AS VARCHAR)"
     digits = f"(CASE WHEN contains({t}, '.') THEN length({t}) - instr({t}, '.') ELSE 0 END)"
     sign = "+" if high else "-"
-    return f"round(TRY_CAST({v} AS DOUBLE) {sign} 0.5 * pow(10, -{digits}), CAST({digits} + 1 AS INTEGER))"
+    return (
+        f"round(TRY_CAST({v} AS DOUBLE) {sign} 0.5 * pow(10, -{digits}), "
+        f"CAST({digits} + 1 AS INTEGER))"
+    )
 
 
 def _date(s: str, high: bool) -> str:
@@ -24,9 +27,15 @@ def _date(s: str, high: bool) -> str:
     m = f"regexp_extract({s}, '^\\d{{4}}-(\\d{{2}})', 1)"
     d = f"regexp_extract({s}, '^\\d{{4}}-\\d{{2}}-(\\d{{2}})', 1)"
     if not high:
-        return f"({y} || '-' || coalesce(nullif({m}, ''), '01') || '-' || coalesce(nullif({d}, ''), '01'))"
+        return (
+            f"({y} || '-' || coalesce(nullif({m}, ''), '01') || '-' || "
+            f"coalesce(nullif({d}, ''), '01'))"
+        )
     last = f"strftime(last_day(make_date(CAST({y} AS BIGINT), CAST({m} AS BIGINT), 1)), '%Y-%m-%d')"
-    return f"(CASE WHEN {m} = '' THEN {y} || '-12-31' WHEN {d} = '' THEN {last} ELSE {y} || '-' || {m} || '-' || {d} END)"
+    return (
+        f"(CASE WHEN {m} = '' THEN {y} || '-12-31' WHEN {d} = '' THEN {last} ELSE "
+        f"{y} || '-' || {m} || '-' || {d} END)"
+    )
 
 
 def _time(t: str, high: bool) -> str:

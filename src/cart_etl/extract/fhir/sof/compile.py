@@ -71,6 +71,7 @@ class _ViewCompiler:
             resource=self.resource,
             where=f"view {self.vname!r}",
         )
+        self.fx.lookup_refs = references
 
     def at(self, loc: str) -> str:
         return f"view {self.vname!r}: {loc}"
@@ -94,9 +95,15 @@ class _ViewCompiler:
         if col.collection:
             base = sql_type[:-2]
             if e.kind == "val":
-                return f"(CASE WHEN {e.sql} IS NULL THEN []::{sql_type} ELSE [CAST({e.sql} AS {base})] END)"
+                return (
+                    f"(CASE WHEN {e.sql} IS NULL THEN []::{sql_type} ELSE "
+                    f"[CAST({e.sql} AS {base})] END)"
+                )
             x = self.names.fresh()
-            return f"CAST(list_transform({self.fx.coll(e)}, lambda {x}: {sb.convert(x, base)}) AS {sql_type})"
+            return (
+                f"CAST(list_transform({self.fx.coll(e)}, lambda {x}: "
+                f"{sb.convert(x, base)}) AS {sql_type})"
+            )
         if e.kind == "val":
             return f"CAST({e.sql} AS {sql_type})"
         if e.kind == "node":
@@ -145,7 +152,8 @@ class _ViewCompiler:
         if it != "forEachOrNull":
             return mapped.replace("{v}", f"({foci})"), cols
         nulls = ", ".join(
-            f"{sb.ident(c.name)} := {'CAST(0 AS BIGINT)' if c.path.strip() == '%rowIndex' else 'NULL'}::{self.typ(c)}"
+            f"{sb.ident(c.name)} := "
+            f"{'0' if c.path.strip() == '%rowIndex' else 'NULL'}::{self.typ(c)}"
             for c in cols
         )
         body = f"(CASE WHEN len({{v}}) = 0 THEN [struct_pack({nulls})] ELSE {mapped} END)"
@@ -171,15 +179,17 @@ class _ViewCompiler:
             ]
             first_cols = branches[0][1]
             sqls = [branches[0][0]]
-            for rows, bcols in branches[1:]:
+            for branch_rows, bcols in branches[1:]:
+                brows = branch_rows
                 if [self.typ(c) for c in bcols] != [self.typ(c) for c in first_cols]:
                     y = self.names.fresh()
-                    fields = ", ".join(
-                        f"{sb.ident(fc.name)} := CAST(struct_extract({y}, {sb.sql_str(bc.name)}) AS {self.typ(fc)})"
+                    casts = ", ".join(
+                        f"{sb.ident(fc.name)} := CAST(struct_extract({y}, "
+                        f"{sb.sql_str(bc.name)}) AS {self.typ(fc)})"
                         for fc, bc in zip(first_cols, bcols, strict=True)
                     )
-                    rows = f"list_transform({rows}, lambda {y}: struct_pack({fields}))"
-                sqls.append(rows)
+                    brows = f"list_transform({brows}, lambda {y}: struct_pack({casts}))"
+                sqls.append(brows)
             parts.append(sqls[0] if len(sqls) == 1 else f"list_concat({', '.join(sqls)})")
             cols.extend(first_cols)
         if not parts:
@@ -191,7 +201,8 @@ class _ViewCompiler:
         for part in parts[1:]:
             p, a, b = self.names.fresh("p"), self.names.fresh("a"), self.names.fresh("r")
             acc = (
-                f"(list_transform([{{'l': {acc}, 'r': {part}}}], lambda {p}: flatten(list_transform({p}.l, "
+                f"(list_transform([{{'l': {acc}, 'r': {part}}}], lambda {p}: "
+                f"flatten(list_transform({p}.l, "
                 f"lambda {a}: list_transform({p}.r, lambda {b}: struct_concat({a}, {b}))))))[1]"
             )
         return acc
@@ -208,7 +219,8 @@ class _ViewCompiler:
                 coll = self.fx.coll(self.fx.compile(path, sub, f"{where}[{j}]"))
                 kids = f"list_filter({coll}, lambda {c}: json_type({c}) = 'OBJECT')"
                 per_path.append(
-                    f"list_transform({kids}, lambda {c}, _i{c}: {{'k': list_concat({e}.k, [{j}, _i{c}]), 'n': {c}}})"
+                    f"list_transform({kids}, lambda {c}, _i{c}: {{'k': "
+                    f"list_concat({e}.k, [{j}, _i{c}]), 'n': {c}}})"
                 )
             joined = per_path[0] if len(per_path) == 1 else f"list_concat({', '.join(per_path)})"
             return f"flatten(list_transform({level}, lambda {e}: {joined}))"
@@ -216,7 +228,11 @@ class _ViewCompiler:
         entry = "STRUCT(k BIGINT[], n JSON)"
         root = f"[{{'k': []::BIGINT[], 'n': {scope.focus}}}]::{entry}[]"
         st = self.names.fresh("st")
-        level = f"list_reduce(range({REPEAT_MAX_DEPTH}), lambda {st}, _d{st}: {{'f': {children(st + '.f')}, 'a': list_concat({st}.a, {st}.f)}}, {{'f': {children(root)}, 'a': []::{entry}[]}})"
+        level = (
+            f"list_reduce(range({REPEAT_MAX_DEPTH}), lambda {st}, _d{st}: {{'f': "
+            f"{children(st + '.f')}, 'a': list_concat({st}.a, {st}.f)}}, {{'f': "
+            f"{children(root)}, 'a': []::{entry}[]}})"
+        )
         deep = sb.error_sql(f"{where}: nesting deeper than {REPEAT_MAX_DEPTH} levels")
         body = f"(CASE WHEN len({{v}}.f) > 0 THEN {deep} ELSE {{v}}.a END)"
         s = self.names.fresh("s")
@@ -236,7 +252,8 @@ class _ViewCompiler:
             msg = sb.error_sql(f"{loc}: path {w['path']!r} does not evaluate to a Boolean")
             c = self.fx.coll(e)
             body = (
-                f"(CASE WHEN len({{v}}) = 0 THEN false WHEN len({{v}}) > 1 OR json_type({{v}}[1]) <> 'BOOLEAN' "
+                f"(CASE WHEN len({{v}}) = 0 THEN false WHEN len({{v}}) > 1 OR "
+                f"json_type({{v}}[1]) <> 'BOOLEAN' "
                 f"THEN {msg} ELSE CAST({{v}}[1] AS BOOLEAN) END)"
             )
             out.append(sb.bind(self.names, c, body))

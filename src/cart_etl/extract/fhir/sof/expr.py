@@ -63,6 +63,7 @@ class ExprCompiler:
         self.resource = resource
         self.where = where  # "view 'x': select[0].column[1]" for messages
         self.path = ""
+        self.lookup_refs = False
 
     # -- helpers -----------------------------------------------------------------------
     def fail(self, message: str) -> ViewDefinitionError:
@@ -89,7 +90,10 @@ class ExprCompiler:
         """Singleton evaluation (FHIRPath §4.4): a node or a value; >1 item is an error."""
         if e.kind != "coll":
             return e
-        body = f"(CASE WHEN len({{v}}) > 1 THEN {self.rt_error('expected a single value')} ELSE {{v}}[1] END)"
+        body = (
+            f"(CASE WHEN len({{v}}) > 1 THEN "
+            f"{self.rt_error('expected a single value')} ELSE {{v}}[1] END)"
+        )
         return Expr("node", sb.bind(self.names, e.sql, body), e.type)
 
     def val(self, e: Expr, fam: str) -> str:
@@ -108,7 +112,10 @@ class ExprCompiler:
                 return e.sql
             return f"(CASE WHEN {e.sql} IS NULL THEN NULL ELSE true END)"
         s = self.single(e)
-        body = "(CASE WHEN {v} IS NULL THEN NULL WHEN json_type({v}) = 'BOOLEAN' THEN {v}::BOOLEAN ELSE true END)"
+        body = (
+            "(CASE WHEN {v} IS NULL THEN NULL WHEN json_type({v}) = 'BOOLEAN' THEN "
+            "{v}::BOOLEAN ELSE true END)"
+        )
         return sb.bind(self.names, s.sql, body)
 
     def lam(
@@ -212,7 +219,8 @@ class ExprCompiler:
             return f"json_type({x}) = 'BOOLEAN'"
         rt = sb.sql_str(type_name)
         return (
-            f"(json_type({x}) = 'OBJECT' AND coalesce(json_extract_string({x}, '$.resourceType') = {rt}, "
+            f"(json_type({x}) = 'OBJECT' AND coalesce(json_extract_string({x}, "
+            f"'$.resourceType') = {rt}, "
             f"json_type({x}, '$.resourceType') IS NULL))"
         )
 
@@ -253,7 +261,10 @@ class ExprCompiler:
         key = f"nullif(regexp_extract({r}, '{REF_PATTERN}', 2), '')"
         if type_name is None:
             return key
-        return f"(CASE WHEN regexp_extract({r}, '{REF_PATTERN}', 1) = {sb.sql_str(type_name)} THEN {key} END)"
+        return (
+            f"(CASE WHEN regexp_extract({r}, '{REF_PATTERN}', 1) = "
+            f"{sb.sql_str(type_name)} THEN {key} END)"
+        )
 
     # -- functions ---------------------------------------------------------------------
     def call(self, n: fp.Call, scope: Scope) -> Expr:
@@ -271,6 +282,11 @@ class ExprCompiler:
             return Expr("val", f"json_extract_string({t.sql}, '$.id')", "string")
         target = self.expr(n.target, scope) if n.target is not None else Expr("node", scope.focus)
         if name == "getReferenceKey":
+            if self.lookup_refs:
+                raise self.fail(
+                    "with a references table, getReferenceKey() must be the last call of a "
+                    "column path (it is resolved by a join)"
+                )
             type_name = self.type_arg(n) if args else None
             x = self.names.fresh()
             key = self.reference_key(f"json_extract_string({x}, '$.reference')", type_name)
@@ -310,7 +326,8 @@ class ExprCompiler:
             )
             return Expr(
                 "val",
-                f"(len(list_filter({self.coll(target)}, lambda {params}: NOT coalesce({body}, false))) = 0)",
+                f"(len(list_filter({self.coll(target)}, lambda {params}: NOT "
+                f"coalesce({body}, false))) = 0)",
                 "boolean",
             )
         if name == "select":

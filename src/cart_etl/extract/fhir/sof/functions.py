@@ -16,7 +16,7 @@ from cart_etl.extract.fhir.sof import sqlbits as sb
 if TYPE_CHECKING:
     from cart_etl.extract.fhir.sof.expr import Expr, ExprCompiler, Scope
 
-# name -> (min args, max args, SQL template on the string focus {s} and args {a0}, {a1}, result type)
+# name -> (min args, max args, SQL on the string focus {s} and args {a0}, {a1}, result type)
 _STRING_FNS: dict[str, tuple[int, int, str, str]] = {
     "startsWith": (1, 1, "starts_with({s}, {a0})", "boolean"),
     "endsWith": (1, 1, "ends_with({s}, {a0})", "boolean"),
@@ -69,10 +69,7 @@ def simple_function(
     ):
         _nargs(c, name, args, 0, 0)
     if name in ("empty", "hasValue"):
-        if target.kind == "coll":
-            test = f"len({target.sql}) = 0"
-        else:
-            test = f"{target.sql} IS NULL"
+        test = f"len({target.sql}) = 0" if target.kind == "coll" else f"{target.sql} IS NULL"
         return Expr("val", f"({test})" if name == "empty" else f"(NOT ({test}))", "boolean")
     if name == "count":
         return Expr("val", f"CAST(len({c.coll(target)}) AS BIGINT)", "integer")
@@ -124,7 +121,8 @@ def simple_function(
         length = f", {arg(1, 'integer')}" if len(args) == 2 else ""
         return Expr(
             "val",
-            f"(CASE WHEN {start} >= 0 AND {start} < length({s}) THEN substr({s}, {start} + 1{length}) END)",
+            f"(CASE WHEN {start} >= 0 AND {start} < length({s}) THEN substr({s}, "
+            f"{start} + 1{length}) END)",
             "string",
         )
     if name in _STRING_FNS:

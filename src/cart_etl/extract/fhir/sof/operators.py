@@ -50,7 +50,8 @@ def equals(c: ExprCompiler, a: Expr, b: Expr) -> str:
         if other.kind == "node":
             return sb.bind(c.names, other.sql, _val_json_eq("{v}", v.sql, fam))
         body = (
-            f"(CASE WHEN len({{v}}) = 0 OR {v.sql} IS NULL THEN NULL WHEN len({{v}}) <> 1 THEN false "
+            f"(CASE WHEN len({{v}}) = 0 OR {v.sql} IS NULL THEN NULL WHEN len({{v}}) <> "
+            f"1 THEN false "
             f"ELSE {_val_json_eq('{v}[1]', v.sql, fam)} END)"
         )
         return sb.bind(c.names, other.sql, body)
@@ -122,7 +123,8 @@ def binary(c: ExprCompiler, n: fp.Binary, scope: Scope) -> Expr:
         if left.kind == "val":
             return Expr(
                 "val",
-                f"(CASE WHEN {left.sql} IS NOT NULL THEN {'true' if left.type == getattr(n.right, 'name', '') else 'false'} END)",
+                f"(CASE WHEN {left.sql} IS NOT NULL THEN "
+                f"{'true' if left.type == getattr(n.right, 'name', '') else 'false'} END)",
                 "boolean",
             )
         return Expr(
@@ -161,7 +163,8 @@ def binary(c: ExprCompiler, n: fp.Binary, scope: Scope) -> Expr:
         p, y = c.names.fresh(), c.names.fresh()
         return Expr(
             "coll",
-            f"(list_transform([{ca}], lambda {p}: list_concat({p}, list_filter({cb}, lambda {y}: NOT list_contains({p}, {y})))))[1]",
+            f"(list_transform([{ca}], lambda {p}: list_concat({p}, list_filter({cb}, "
+            f"lambda {y}: NOT list_contains({p}, {y})))))[1]",
         )
     if op in ("in", "contains"):
         item, coll = (a, b) if op == "in" else (b, a)
@@ -175,7 +178,8 @@ def binary(c: ExprCompiler, n: fp.Binary, scope: Scope) -> Expr:
             nul = s.sql
         return Expr(
             "val",
-            f"(CASE WHEN {nul} IS NOT NULL THEN len(list_filter({c.coll(coll)}, lambda {y}: coalesce({test}, false))) > 0 END)",
+            f"(CASE WHEN {nul} IS NOT NULL THEN len(list_filter({c.coll(coll)}, lambda "
+            f"{y}: coalesce({test}, false))) > 0 END)",
             "boolean",
         )
     raise c.fail(f"operator {op!r} is not supported")
