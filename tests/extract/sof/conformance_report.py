@@ -24,7 +24,7 @@ LIMITS = [
     "  FHIRPath type (Boolean, Integer, Decimal).",
     "- `repeat` descends at most 32 levels (deeper data is a run-time error).",
     "- With a references table, `getReferenceKey()` must be the last call of a column path.",
-    "- `lowBoundary()`/`highBoundary()` ignore no argument: the precision argument is rejected.",
+    "- `lowBoundary()`/`highBoundary()` reject the precision argument.",
     "- Date/time comparisons compare the FHIR strings (no precision-aware semantics).",
 ]
 
