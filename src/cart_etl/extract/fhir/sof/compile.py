@@ -16,6 +16,7 @@ source table; no Python runs per row.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from cart_etl.extract.fhir.sof import fhirpath as fp
 from cart_etl.extract.fhir.sof import sqlbits as sb
 from cart_etl.extract.fhir.sof.errors import ViewDefinitionError
-from cart_etl.extract.fhir.sof.expr import Expr, ExprCompiler, Scope
+from cart_etl.extract.fhir.sof.expr import Expr, ExprCompiler, Projection, Scope
 from cart_etl.extract.fhir.sof.view import (
     ViewColumn,
     check_view,
@@ -41,6 +42,23 @@ class RefColumn:
 
     name: str
     type_name: str | None
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Partial rows of a selection: ``STRUCT(...)[]`` SQL, or exactly one row given as its
+    fields ``(column name, SQL)`` (built into SQL only where a list is needed)."""
+
+    list_sql: str = ""
+    fields: list[tuple[str, str]] | None = None
+
+    def struct(self) -> str:
+        assert self.fields is not None
+        return f"struct_pack({', '.join(f'{sb.ident(n)} := {v}' for n, v in self.fields)})"
+
+    @property
+    def sql(self) -> str:
+        return f"[{self.struct()}]" if self.fields is not None else self.list_sql
 
 
 class _ViewCompiler:
@@ -107,12 +125,16 @@ class _ViewCompiler:
         if e.kind == "val":
             return f"CAST({e.sql} AS {sql_type})"
         if e.kind == "node":
-            return sb.bind(self.names, e.sql, sb.convert("{v}", sql_type))
+            return sb.convert(e.sql, sql_type)  # convert() evaluates its argument once
         msg = sb.error_sql(
             f"{where}: path {col.path!r} returned more than one value (set collection: true)"
         )
         body = f"(CASE WHEN len({{v}}) > 1 THEN {msg} ELSE {sb.convert('{v}[1]', sql_type)} END)"
-        return sb.bind(self.names, e.sql, body)
+        general = sb.bind(self.names, e.fast.general if e.fast else e.sql, body)
+        if e.fast is None:
+            return general
+        fast = sb.convert(e.fast.value, sql_type)
+        return f"(CASE WHEN {e.fast.scalar()} THEN {fast} ELSE {general} END)"
 
     def ref_column(self, col: ViewColumn, tree: fp.Call, scope: Scope, where: str) -> str:
         """Keep the raw reference string; the top level joins it to the references table."""
@@ -125,18 +147,22 @@ class _ViewCompiler:
         self.fx.where, self.fx.path = where, col.path
         target = self.fx.expr(tree.target, scope)
         x = self.names.fresh()
+        items = target.fast.general if target.fast else self.fx.coll(target)
         raw = Expr(
-            "coll",
-            f"list_transform({self.fx.coll(target)}, lambda {x}: json_extract({x}, '$.reference'))",
+            "coll", f"list_transform({items}, lambda {x}: json_extract({x}, '$.reference'))"
         )
         self.ref_columns.append(RefColumn(col.name, type_name))
-        return self.cast(raw, "VARCHAR", col, where)
+        general = self.cast(raw, "VARCHAR", col, where)
+        if target.fast is None or target.kind != "coll":
+            return general
+        # one non-array target whose reference is one non-array value: that value
+        ref = self.fx.member(target, "reference").fast
+        assert ref is not None
+        return f"(CASE WHEN {ref.scalar()} THEN {sb.convert(ref.value, 'VARCHAR')} ELSE {general} END)"
 
     # -- selects -----------------------------------------------------------------------
-    def select(
-        self, sel: Mapping[str, Any], loc: str, scope: Scope
-    ) -> tuple[str, list[ViewColumn]]:
-        """Rows (``STRUCT[]`` SQL) of one selection structure and its columns in order."""
+    def select(self, sel: Mapping[str, Any], loc: str, scope: Scope) -> tuple[Rows, list[ViewColumn]]:
+        """Rows of one selection structure and its columns in order."""
         it = next((k for k in ("forEach", "forEachOrNull", "repeat") if k in sel), None)
         if it is None:
             return self.body(sel, loc, scope)
@@ -146,29 +172,49 @@ class _ViewCompiler:
         else:
             foci = self.fx.coll(self.fx.compile(sel[it], scope, where))
         x = self.names.fresh("n")
-        inner_scope = Scope(focus=x, row_index=f"CAST(_i{x} - 1 AS BIGINT)", top=False)
+        # each item is parsed once: {'n': item, 'm': [its members used by the body]}
+        focus = f"{x}.n"
+        proj = Projection(lambda i: f"{x}.m[{i}]")
+        self.fx.proj[focus] = proj
+        inner_scope = Scope(focus=focus, row_index=f"CAST(_i{x} - 1 AS BIGINT)", top=False)
         rows, cols = self.body(sel, loc, inner_scope)
-        mapped = f"flatten(list_transform({{v}}, lambda {x}, _i{x}: {rows}))"
+        del self.fx.proj[focus]
+        if rows.fields is not None:  # one row per focus item: no flatten
+            mapped = f"list_transform({{v}}, lambda {x}, _i{x}: {rows.struct()})"
+        else:
+            mapped = f"flatten(list_transform({{v}}, lambda {x}, _i{x}: {rows.sql}))"
+        if proj.paths:
+            y = self.names.fresh()
+            foci = (
+                f"list_transform({foci}, lambda {y}: {{'n': {y}, 'm': "
+                f"json_extract({y}, {proj.json_paths()})}})"
+            )
+        else:
+            mapped = re.sub(rf"\b{x}\.n\b", x, mapped)
         if it != "forEachOrNull":
-            return mapped.replace("{v}", f"({foci})"), cols
+            return Rows(mapped.replace("{v}", f"({foci})")), cols
         nulls = ", ".join(
             f"{sb.ident(c.name)} := "
             f"{'0' if c.path.strip() == '%rowIndex' else 'NULL'}::{self.typ(c)}"
             for c in cols
         )
         body = f"(CASE WHEN len({{v}}) = 0 THEN [struct_pack({nulls})] ELSE {mapped} END)"
-        return sb.bind(self.names, foci, body), cols
+        return Rows(sb.bind(self.names, foci, body)), cols
 
-    def body(self, sel: Mapping[str, Any], loc: str, scope: Scope) -> tuple[str, list[ViewColumn]]:
-        parts: list[str] = []
+    def parts(
+        self, sel: Mapping[str, Any], loc: str, scope: Scope
+    ) -> tuple[list[Rows], list[ViewColumn]]:
+        """The factors of ``Process(S, N)`` for one select: its columns (one row), each
+        nested select and the unionAll; the select's rows are their Cartesian product."""
+        parts: list[Rows] = []
         cols: list[ViewColumn] = []
         columns = [c for c in self.view_cols if c.loc == loc]
         if columns:
             fields = []
             for col in columns:
-                fields.append(f"{sb.ident(col.name)} := {self.column(col, scope)}")
+                fields.append((col.name, self.column(col, scope)))
                 cols.append(col)
-            parts.append(f"[struct_pack({', '.join(fields)})]")
+            parts.append(Rows(fields=fields))
         for i, child in enumerate(sel.get("select") or []):
             rows, ccols = self.select(child, f"{loc}.select[{i}]", scope)
             parts.append(rows)
@@ -178,9 +224,9 @@ class _ViewCompiler:
                 self.select(b, f"{loc}.unionAll[{i}]", scope) for i, b in enumerate(sel["unionAll"])
             ]
             first_cols = branches[0][1]
-            sqls = [branches[0][0]]
+            sqls = [branches[0][0].sql]
             for branch_rows, bcols in branches[1:]:
-                brows = branch_rows
+                brows = branch_rows.sql
                 if [self.typ(c) for c in bcols] != [self.typ(c) for c in first_cols]:
                     y = self.names.fresh()
                     casts = ", ".join(
@@ -190,22 +236,36 @@ class _ViewCompiler:
                     )
                     brows = f"list_transform({brows}, lambda {y}: struct_pack({casts}))"
                 sqls.append(brows)
-            parts.append(sqls[0] if len(sqls) == 1 else f"list_concat({', '.join(sqls)})")
+            parts.append(
+                branches[0][0] if len(sqls) == 1 else Rows(f"list_concat({', '.join(sqls)})")
+            )
             cols.extend(first_cols)
         if not parts:
             raise ViewDefinitionError(self.at(f"{loc}: a select needs column, select or unionAll"))
+        return parts, cols
+
+    def body(self, sel: Mapping[str, Any], loc: str, scope: Scope) -> tuple[Rows, list[ViewColumn]]:
+        parts, cols = self.parts(sel, loc, scope)
         return self.product(parts), cols
 
-    def product(self, parts: list[str]) -> str:
-        acc = parts[0]
-        for part in parts[1:]:
+    def product(self, parts: list[Rows]) -> Rows:
+        """Cartesian product of the parts; one-row parts next to each other merge into one
+        row (the same struct as ``struct_concat`` of theirs)."""
+        merged: list[Rows] = []
+        for part in parts:
+            if part.fields is not None and merged and merged[-1].fields is not None:
+                merged[-1] = Rows(fields=[*(merged[-1].fields or []), *part.fields])
+            else:
+                merged.append(part)
+        acc = merged[0].sql
+        for part in merged[1:]:
             p, a, b = self.names.fresh("p"), self.names.fresh("a"), self.names.fresh("r")
             acc = (
-                f"(list_transform([{{'l': {acc}, 'r': {part}}}], lambda {p}: "
+                f"(list_transform([{{'l': {acc}, 'r': {part.sql}}}], lambda {p}: "
                 f"flatten(list_transform({p}.l, "
                 f"lambda {a}: list_transform({p}.r, lambda {b}: struct_concat({a}, {b}))))))[1]"
             )
-        return acc
+        return merged[0] if len(merged) == 1 else Rows(acc)
 
     def repeat(self, paths: list[str], scope: Scope, where: str) -> str:
         """Foci of ``repeat``: all descendants along ``paths``, depth-first pre-order (a
@@ -260,15 +320,50 @@ class _ViewCompiler:
         return out
 
     def compile(self, source: str, references: str | None) -> str:
+        """``SELECT`` of the view.  Innermost: the rows of the view's resource type and
+        their root members (one ``json_extract`` with all paths, so each resource is parsed
+        once); then the view ``where``; one-row parts of the top-level select become plain
+        columns and the other parts are unnested; last, ``getReferenceKey`` columns are
+        hash-joined to the references table."""
+        proj = self.fx.proj[self.root] = Projection(lambda i: f"_src._rm{i}")
         scope = Scope(focus=self.root, row_index="CAST(0 AS BIGINT)", top=True)
-        rows, cols = self.body({"select": self.view["select"]}, "", scope)
-        conds = [f"_src.resource_type = {sb.sql_str(self.resource)}", *self.where_clause(scope)]
-        inner = f"SELECT unnest({rows}) AS _row FROM {source} AS _src WHERE {' AND '.join(conds)}"
+        parts, cols = self.parts({"select": self.view["select"]}, "", scope)
+        conds = self.where_clause(scope)
+        del self.fx.proj[self.root]
+        rtype = sb.sql_str(self.resource)
+        if proj.paths:
+            unpack = ", ".join(
+                f"_q._rp[{i}] AS _rm{i}" for i in range(1, len(proj.paths) + 1)
+            )
+            src = (
+                f"(SELECT _q.* EXCLUDE (_rp), {unpack} FROM (SELECT _s.*, json_extract("
+                f"_s.resource, {proj.json_paths()}) AS _rp FROM {source} AS _s "
+                f"WHERE _s.resource_type = {rtype}) AS _q)"
+            )
+        else:
+            src = f"(SELECT * FROM {source} AS _s WHERE _s.resource_type = {rtype})"
+        value: dict[str, str] = {}
+        selects: list[str] = []
+        multi: list[Rows] = []
+        for part in parts:
+            if part.fields is None:
+                multi.append(part)
+                continue
+            for name, sql in part.fields:
+                alias = f"_c{len(value) + 1}"
+                selects.append(f"{sql} AS {alias}")
+                value[name] = f"_v.{alias}"
+        if multi:
+            selects.append(f"{self.product(multi).sql} AS _mr")
+        where = f" WHERE {' AND '.join(conds)}" if conds else ""
+        inner = f"SELECT {', '.join(selects)} FROM {src} AS _src{where}"
+        if multi:
+            inner = f"SELECT *, unnest(_mr) AS _row FROM ({inner}) AS _u"
         joins = []
         outs = []
         refs = {r.name: r for r in self.ref_columns}
         for k, col in enumerate(cols):
-            val = f"struct_extract(_v._row, {sb.sql_str(col.name)})"
+            val = value.get(col.name) or f"struct_extract(_v._row, {sb.sql_str(col.name)})"
             ref = refs.get(col.name)
             if ref is None:
                 outs.append(f"{val} AS {sb.ident(col.name)}")

@@ -21,17 +21,57 @@ REF_PATTERN = "(?:^|/)([A-Z][A-Za-z]+)/([^/]+)$"
 
 
 @dataclass(frozen=True)
+class Fast:
+    """The fast path of a member chain ``names`` read from a projected focus: when ``cond``
+    (SQL) holds, the collection is ``sb.step_value(value)``, ``value`` being the JSON the
+    focus's projection extracted at that path (no array on the way: checked at run time)."""
+
+    focus: str
+    names: tuple[str, ...]
+    cond: str
+    value: str
+    general: str  # the same collection without the fast path (always right, slower)
+
+    def scalar(self) -> str:
+        """SQL: the collection is the single non-array item ``value`` (or empty)."""
+        v = self.value
+        ok = f"({v} IS NULL OR NOT (starts_with({v}, '[') OR {v} = 'null'))"
+        return ok if self.cond == "true" else f"({self.cond} AND {ok})"
+
+
+@dataclass(frozen=True)
 class Expr:
     """A compiled expression: ``kind`` is ``node`` (JSON or NULL), ``coll`` (JSON[]) or
-    ``val`` (typed SQL value or NULL); ``type`` is the FHIR/FHIRPath type when known."""
+    ``val`` (typed SQL value or NULL); ``type`` is the FHIR/FHIRPath type when known;
+    ``fast`` a cheaper equivalent of a ``coll`` for the usual shape of the data."""
 
     kind: str
     sql: str
     type: str = ""
+    fast: Fast | None = None
 
     @property
     def fam(self) -> str:
         return sb.family(self.type)
+
+
+class Projection:
+    """Member chains of one focus node (the resource, a ``forEach`` item) read with one
+    multi-path ``json_extract``, so the focus is parsed once: chain -> SQL of its value."""
+
+    def __init__(self, column: Callable[[int], str]) -> None:
+        self.column = column
+        self.paths: dict[tuple[str, ...], str] = {}
+
+    def get(self, names: tuple[str, ...]) -> str:
+        col = self.paths.get(names)
+        if col is None:
+            col = self.paths[names] = self.column(len(self.paths) + 1)
+        return col
+
+    def json_paths(self) -> str:
+        """``[...]`` of the JSONPath literals, in column order."""
+        return "[" + ", ".join(sb.sql_str(sb.chain_path(n)) for n in self.paths) + "]"
 
 
 @dataclass(frozen=True)
@@ -64,6 +104,8 @@ class ExprCompiler:
         self.where = where  # "view 'x': select[0].column[1]" for messages
         self.path = ""
         self.lookup_refs = False
+        # focus SQL -> its projection (the view compiler adds the root and forEach items)
+        self.proj: dict[str, Projection] = {}
 
     # -- helpers -----------------------------------------------------------------------
     def fail(self, message: str) -> ViewDefinitionError:
@@ -184,6 +226,33 @@ class ExprCompiler:
     def member(self, target: Expr, name: str) -> Expr:
         if target.kind == "val":
             return Expr("coll", sb.EMPTY)
+        if target.kind == "node" and target.sql in self.proj:
+            v = self.proj[target.sql].get((name,))
+            sv = sb.step_value(v)
+            return Expr("coll", sv, fast=Fast(target.sql, (name,), "true", v, sv))
+        f = target.fast
+        if f is not None and target.kind == "coll":
+            # fast: nothing on the way is an array (one projected value); an array parent:
+            # one wildcard extraction; anything else: the general flatten below
+            names = (*f.names, name)
+            v = self.proj[f.focus].get(names)
+            arr = f"starts_with({f.value}, '[')"
+            cond = f"NOT coalesce({arr}, false)"
+            cond = cond if f.cond == "true" else f"({f.cond} AND {cond})"
+            w = self.names.fresh("w")
+            wild = (
+                f"flatten(list_transform(json_extract({f.value}, "
+                f"{sb.sql_str('$[*]' + sb.json_path(name)[1:])}), lambda {w}: "
+                f"{sb.step_value(w)}))"
+            )
+            when_arr = arr if f.cond == "true" else f"{f.cond} AND {arr}"
+            x = self.names.fresh()
+            general = f"flatten(list_transform({f.general}, lambda {x}: {sb.step(x, name)}))"
+            sql = (
+                f"(CASE WHEN {cond} THEN {sb.step_value(v)} WHEN {when_arr} THEN {wild} "
+                f"ELSE {general} END)"
+            )
+            return Expr("coll", sql, fast=Fast(f.focus, names, cond, v, general))
         if target.kind == "node":
             return Expr("coll", sb.bind(self.names, target.sql, sb.step("{v}", name)))
         x = self.names.fresh()
@@ -243,6 +312,19 @@ class ExprCompiler:
         x = self.names.fresh()
         kept = f"list_filter({self.coll(plain)}, lambda {x}: {self.type_test(x, type_name)})"
         sql = kept if choice.sql == sb.EMPTY else f"list_concat({choice.sql}, {kept})"
+        cf, pf = choice.fast, plain.fast
+        if cf is not None and pf is not None and pf.cond == cf.cond:
+            # no member of the plain name (the usual case): just the choice element
+            cond = f"{pf.value} IS NULL"
+            cond = cond if cf.cond == "true" else f"({cf.cond} AND {cond})"
+            y = self.names.fresh()
+            general = (
+                f"list_concat({cf.general}, list_filter({pf.general}, lambda {y}: "
+                f"{self.type_test(y, type_name)}))"
+            )
+            fast = Fast(cf.focus, cf.names, cond, cf.value, general)
+            sql = f"(CASE WHEN {cond} THEN {sb.step_value(cf.value)} ELSE {general} END)"
+            return Expr("coll", sql, type_name, fast)
         return Expr("coll", sql, type_name)
 
     def type_arg(self, n: fp.Call) -> str:

@@ -76,7 +76,10 @@ def simple_function(
     if name in ("first", "last"):
         if target.kind != "coll":
             return target
-        return Expr("node", f"({target.sql})[{1 if name == 'first' else -1}]", target.type)
+        item = f"({target.sql})[{1 if name == 'first' else -1}]"
+        if target.fast is not None:  # one item or none: it is first and last
+            item = f"(CASE WHEN {target.fast.scalar()} THEN {target.fast.value} ELSE {item} END)"
+        return Expr("node", item, target.type)
     if name == "tail":
         return Expr("coll", f"({c.coll(target)})[2:]", target.type)
     if name in ("skip", "take"):

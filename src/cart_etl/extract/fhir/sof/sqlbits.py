@@ -27,7 +27,7 @@ INTEGER_TYPES = frozenset({"integer", "positiveInt", "unsignedInt", "integer64",
 DECIMAL_TYPES = frozenset({"decimal", "Decimal"})
 BOOLEAN_TYPES = frozenset({"boolean", "Boolean"})
 
-_SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?(\[[0-9]+\])?$")
 
 
 def family(fhir_type: str) -> str:
@@ -94,6 +94,11 @@ def json_path(name: str) -> str:
     return '$."' + name.replace('"', '\\"') + '"'
 
 
+def chain_path(names: tuple[str, ...]) -> str:
+    """A JSONPath literal for a chain of member names (``$.a.b``)."""
+    return "$" + "".join(json_path(n)[1:] for n in names)
+
+
 def step(node: str, name: str) -> str:
     """Members ``name`` of one JSON node as ``JSON[]`` (FHIRPath §3 "Path selection").
 
@@ -106,6 +111,19 @@ def step(node: str, name: str) -> str:
         f"WHEN 'ARRAY' THEN list_filter(json_extract({node}, '{p}[*]'), "
         f"lambda _z: json_type(_z) <> 'NULL') "
         f"ELSE [json_extract({node}, '{p}')] END)"
+    )
+
+
+def step_value(value: str) -> str:
+    """A member already extracted as one JSON value (``value``, SQL NULL when absent) as
+    ``JSON[]``: the same collection :func:`step` gives (array elements without nulls, JSON
+    null nothing).  ``value`` must be simple: it is repeated."""
+    # json_extract writes minified JSON: the first character tells the type
+    return (
+        f"(CASE WHEN {value} IS NULL OR {value} = 'null' THEN {EMPTY} "
+        f"WHEN starts_with({value}, '[') THEN list_filter(json_extract({value}, '$[*]'), "
+        f"lambda _z: json_type(_z) <> 'NULL') "
+        f"ELSE [{value}] END)"
     )
 
 
