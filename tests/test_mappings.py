@@ -100,7 +100,12 @@ def test_07_applied_lists_defaults_and_site_files_with_checksums(tmp_path):
     assert "mappings/fhir/concepts.yaml" not in applied  # FHIR files only for FHIR sources
     assert all(len(v) == 64 for v in applied.values())
     fhir = Mappings.open(ROOT).applied(fhir=True)
-    assert {"mappings/fhir/concepts.yaml", "mappings/fhir/default.yaml"} <= set(fhir)
+    assert {
+        "mappings/fhir/concepts.yaml",
+        "mappings/fhir/targets.yaml",
+        "mappings/fhir/concept_map.csv",
+        "mappings/fhir/views/observation.json",
+    } <= set(fhir)
 
 
 def test_08_broken_override_names_the_file(tmp_path):

@@ -149,8 +149,10 @@ def test_06_fhir_profile_folder_outside_the_repository(tmp_path):
         yaml.safe_dump({"measurements": {"temp": {"hard": [30, 38]}}}), encoding="utf-8"
     )
     (profile / "fhir").mkdir()
-    (profile / "fhir" / "concepts.yaml").write_text(
-        yaml.safe_dump({"concepts": {"loinc": {"8331-1": "temp"}}}), encoding="utf-8"
+    (profile / "fhir" / "concept_map.csv").write_text(
+        "source_system,source_code,source_display,target,item,note,citation\n"
+        "http://loinc.org,8331-1,Oral temperature,vital,temp,,LOINC 2.77\n",
+        encoding="utf-8",
     )
     plain = validate_only(Source(str(bundle), fhir=True), expectations=False)[0]
     layered = validate_only(
@@ -166,10 +168,11 @@ def test_06_fhir_profile_folder_outside_the_repository(tmp_path):
     recorded = json.loads(_query(result.store, "SELECT input_checksums FROM etl.runs")[0][0])
     assert recorded["_site_dir"] == str(profile.resolve())
     assert {
-        "rules:site/fhir/concepts.yaml",
+        "rules:site/fhir/concept_map.csv",
         "rules:site/validation/plausibility.yaml",
         "rules:mappings/fhir/concepts.yaml",
-        "rules:mappings/fhir/default.yaml",
+        "rules:mappings/fhir/targets.yaml",
+        "rules:mappings/fhir/concept_map.csv",
     } <= set(recorded)
     with pytest.raises(Exception, match="FHIR profile folder"):
         run(Source(str(bundle), fhir=True, fhir_profile=str(tmp_path / "no")), tmp_path / "t.db")

@@ -40,6 +40,11 @@ SITE_HELP = (
     "Site: a name (mappings/sites/<site>.yaml or mappings/sites/<site>/), or a site folder "
     "anywhere holding site.yaml and rule overrides."
 )
+FHIR_MODE_HELP = "fast (views only) or strict (also validates every resource with R4B models)."
+FLAT_HELP = (
+    "Folder of per-view Parquet files (<view>.parquet or <view>/*.parquet) written by the "
+    "same ViewDefinitions on another engine (Pathling/Spark) or by `cart-etl flatten`."
+)
 PROFILE_HELP = "Folder of FHIR rule overrides (fhir/*.yaml, validation/...) over mappings/."
 
 P = ParamSpec("P")
@@ -205,10 +210,9 @@ def validate_cmd(
     fhir: Annotated[
         Path | None, typer.Option(help="FHIR R4 bundles and/or Bulk NDJSON (file or folder).")
     ] = None,
-    fhir_mode: Annotated[
-        str, typer.Option(help="fast (orjson, targeted fields) or strict (fhir.resources R4B).")
-    ] = "fast",
+    fhir_mode: Annotated[str, typer.Option(help=FHIR_MODE_HELP)] = "fast",
     fhir_profile: Annotated[Path | None, typer.Option(help=PROFILE_HELP)] = None,
+    flat: Annotated[Path | None, typer.Option("--flat", help=FLAT_HELP)] = None,
     report: Annotated[
         Path, typer.Option(help="Folder for validation.html and validation.json.")
     ] = Path("validation_report"),
@@ -230,18 +234,8 @@ def validate_cmd(
     from cart_etl.validate.report import write_report
 
     window = _study_window(study_window)
-    if fhir is not None:
-        if fhir_mode not in ("fast", "strict"):
-            raise ConfigurationError(
-                f"Unknown --fhir-mode {fhir_mode!r}.", fix="use fast or strict."
-            )
-        if not fhir.exists():
-            raise SourceError(
-                f"{fhir} does not exist.",
-                fix="point --fhir at a bundle, an NDJSON file or their folder.",
-            )
-        profile = str(fhir_profile) if fhir_profile else None
-        delivery = Source(str(fhir), fhir=True, fhir_mode=fhir_mode, fhir_profile=profile)
+    if fhir is not None or flat is not None:
+        delivery = _fhir_source(fhir, flat, fhir_mode, fhir_profile)
         _, result = validate_only(delivery, expectations=expectations, study_window=window)
     elif source is None or site is None:
         raise ConfigurationError(
@@ -298,8 +292,9 @@ def run_cmd(
         Path | None, typer.Option("--fhir", help="FHIR R4 bundles or Bulk NDJSON folder.")
     ] = None,
     store: Annotated[Path, typer.Option(help="DuckDB store file.")] = Path("cart_etl.duckdb"),
-    fhir_mode: Annotated[str, typer.Option(help="fast (orjson) or strict (R4B models).")] = "fast",
+    fhir_mode: Annotated[str, typer.Option(help=FHIR_MODE_HELP)] = "fast",
     fhir_profile: Annotated[Path | None, typer.Option(help=PROFILE_HELP)] = None,
+    flat: Annotated[Path | None, typer.Option("--flat", help=FLAT_HELP)] = None,
     force: Annotated[bool, typer.Option(help="Reload even if the inputs are unchanged.")] = False,
     expectations: Annotated[
         bool, typer.Option(help="Run the post-load great-expectations suite.")
@@ -317,16 +312,16 @@ def run_cmd(
     from cart_etl.config import Settings
     from cart_etl.pipeline import Source, run, summary_json
 
-    if (source is None) == (fhir is None) or (source is not None and not site):
+    given = [x for x in (source, fhir, flat) if x is not None]
+    if len(given) != 1 or (source is not None and not site):
         raise ConfigurationError(
-            "Give exactly one input: --source DIR --site NAME, or --fhir DIR.",
+            "Give exactly one input: --source DIR --site NAME, --fhir DIR or --flat DIR.",
             fix="e.g. cart-etl run --source export/ --site tianjin_ref --store study.duckdb",
         )
-    profile = str(fhir_profile) if fhir_profile else None
     src = (
-        Source(str(fhir), fhir=True, fhir_mode=fhir_mode, fhir_profile=profile)
-        if fhir
-        else Source(str(source), site)
+        Source(str(source), site)
+        if source is not None
+        else _fhir_source(fhir, flat, fhir_mode, fhir_profile)
     )
     Settings().check_secret()
     say = (lambda _m: None) if quiet or json_out else (lambda m: err_console.print(f"· {m}"))
@@ -338,6 +333,55 @@ def run_cmd(
     if result.status == "failed" and (quiet or json_out):
         _print_failed_line(result)
     raise typer.Exit(result.exit_code)
+
+
+def _fhir_source(
+    fhir: Path | None, flat: Path | None, fhir_mode: str, fhir_profile: Path | None
+) -> Any:
+    """The Source of a FHIR input (resources, or per-view Parquet with ``--flat``)."""
+    from cart_etl.errors import ConfigurationError, SourceError
+    from cart_etl.pipeline import Source
+
+    if fhir is not None and flat is not None:
+        raise ConfigurationError(
+            "--fhir and --flat name two inputs.", fix="give the FHIR folder or the flat folder."
+        )
+    if fhir_mode not in ("fast", "strict"):
+        raise ConfigurationError(f"Unknown --fhir-mode {fhir_mode!r}.", fix="use fast or strict.")
+    where = fhir if fhir is not None else flat
+    assert where is not None
+    if not where.exists():
+        raise SourceError(
+            f"{where} does not exist.",
+            fix="point --fhir at a bundle, an NDJSON file or their folder (--flat: Parquet).",
+        )
+    profile = str(fhir_profile) if fhir_profile else None
+    mode = "flat" if flat is not None else fhir_mode
+    return Source(str(where), fhir=True, fhir_mode=mode, fhir_profile=profile)
+
+
+@app.command("flatten")
+@cli_errors
+def flatten_cmd(
+    fhir: Annotated[Path, typer.Option("--fhir", help="FHIR R4 bundles or Bulk NDJSON.")],
+    out: Annotated[Path, typer.Option(help="Folder for <view>.parquet, one file per view.")],
+    fhir_profile: Annotated[Path | None, typer.Option(help=PROFILE_HELP)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Run the SQL-on-FHIR views and write one Parquet file per view (what `--flat` reads).
+
+    The same view files run on Pathling/Spark for exports that outgrow one machine
+    (docs/scale-out.md); this command is the reference engine.
+    """
+    from cart_etl.config import Settings
+    from cart_etl.pipeline import Source, open_mappings
+    from cart_etl.stage.fhir_concepts import flatten
+
+    profile = str(fhir_profile) if fhir_profile else None
+    mappings = open_mappings(Source(str(fhir), fhir=True, fhir_profile=profile), Settings())
+    written, rejected = flatten(fhir, mappings, out)
+    if not quiet:
+        console.print(f"{len(written)} views -> {out}; {rejected} inputs not readable as FHIR")
 
 
 def _print_failed_line(result: Any) -> None:

@@ -48,9 +48,14 @@ RULE_FILES: tuple[str, ...] = (
 )
 # Rule files read only by FHIR sources (plus the files ``fhir/default.yaml`` includes, read
 # from the folder of the copy applied).
-FHIR_FILES: tuple[str, ...] = ("fhir/concepts.yaml", "fhir/default.yaml")
-# Files compiled as one unit: a site copy replaces the default instead of merging into it.
-WHOLE_FILES: frozenset[str] = frozenset({"fhir/default.yaml"})
+FHIR_FILES: tuple[str, ...] = (
+    "fhir/concepts.yaml",
+    "fhir/targets.yaml",
+    "fhir/concept_map.csv",  # rows: a profile's rows are added to the defaults
+)
+# Files read as one unit: a site copy replaces the default instead of merging into it (each
+# SQL-on-FHIR ViewDefinition, fhir/views/<name>.json, is also whole).
+WHOLE_FILES: frozenset[str] = frozenset()
 SITE_FILE = "site.yaml"
 
 
@@ -185,11 +190,12 @@ class Mappings:
             for layer in self.layers(rel):
                 out[self._label(layer)] = file_sha256(layer)
         if fhir:
-            extractor = self.path("fhir/default.yaml")
-            for name in (self.load("fhir/default.yaml") or {}).get("includes") or []:
-                included = extractor.parent / str(name)
-                if included.is_file():
-                    out[self._label(included)] = file_sha256(included)
+            views: dict[str, Path] = {}
+            for folder in [self.root] + ([self.site_dir] if self.site_dir else []):
+                for view in sorted((folder / "fhir" / "views").glob("*.json")):
+                    views[view.name] = view
+            for view in views.values():
+                out[self._label(view)] = file_sha256(view)
         if self.site_file is not None and not fhir:
             inside = self.site_file.is_relative_to(self.root)
             label = (

@@ -49,6 +49,7 @@ from cart_etl.load.staging_writer import (
 from cart_etl.mappings import Mappings, activate
 from cart_etl.stage.bucket import stage_bucket
 from cart_etl.stage.context import context_from_fhir, context_from_site
+from cart_etl.stage.fhir_concepts import open_fhir
 from cart_etl.stage.staging import StagingContext, ValueMaps
 from cart_etl.validate.partition import BUCKET_ROWS, Partition, RawBucket, merge_file_summaries
 from cart_etl.validate.raw import check_raw_bucket
@@ -116,6 +117,7 @@ class Plan:
     expected_rows: int
     merge_partials: bool
     notes: Callable[[], list[str]] = field(default=lambda: [])
+    fhir_report: Callable[[], dict[str, Any]] | None = None
 
     @property
     def timezone(self) -> str:
@@ -145,18 +147,25 @@ def extract(source: Source, mappings: Mappings, settings: Settings) -> Plan:
         SourceError: the export (or database) cannot be read.
     """
     if source.fhir:
-        from cart_etl.extract.fhir.extract import extract_fhir, load_fhir_mapping
-
         ctx, values = context_from_fhir(settings.site_timezone, mappings)
-        fhir_mapping = load_fhir_mapping(mappings.path("fhir/default.yaml"))
-        stream = extract_fhir(Path(source.location), mode=source.fhir_mode, mapping=fhir_mapping)  # type: ignore[arg-type]
+        stream = open_fhir(
+            Path(source.location),
+            mappings,
+            mode=source.fhir_mode,
+            memory_limit=settings.duckdb_memory_limit,
+        )
 
         def notes() -> list[str]:
-            resources = stream.report.to_dict().get("resources", "")
-            return [f"FHIR extraction mode: {source.fhir_mode}; {resources}"]
+            report = stream.report.to_dict()
+            return [
+                f"FHIR extraction mode: {source.fhir_mode}; {report['resources']} resources: "
+                f"{report['outcomes']}; not in cohort: {report['not_in_cohort']}"
+            ]
 
         rows = _input_rows(Path(source.location), bytes_per_row=600)
-        return Plan(source, mappings, stream, ctx, values, rows, True, notes)
+        return Plan(
+            source, mappings, stream, ctx, values, rows, True, notes, stream.report.to_dict
+        )
     from cart_etl.extract.readers.sql import extract_sql
     from cart_etl.extract.site.export import extract_site_export
     from cart_etl.extract.site.parse import load_site_mapping
@@ -441,6 +450,8 @@ def validate_only(
             expectations=_merge_expectations(results),
         )
         report.notes.extend(plan.notes())
+        if plan.fhir_report is not None:
+            report.fhir = plan.fhir_report()
         return total, report
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from cart_etl.extract.site.spec import FileSpec, ItemSpec, SiteMapping, local_system, normalize_key
 from cart_etl.mappings import Mappings, active
+from cart_etl.stage.fhir_concepts import staging_concepts
 from cart_etl.stage.staging import DateFormats, StagingContext, ValueMaps
 
 # XLSX date cells arrive as ISO text from the extractor (native Excel date-times).
@@ -158,19 +159,16 @@ def _text(value: object) -> str:
 def context_from_fhir(
     timezone: str, mappings: Mappings | None = None
 ) -> tuple[StagingContext, ValueMaps]:
-    """Staging context for FHIR sources: standard codes from ``fhir/concepts.yaml`` of
+    """Staging context for FHIR sources: the items of ``fhir/concept_map.csv`` and the units
+    and value maps of ``fhir/concepts.yaml`` of
     ``mappings`` (default: the active set; a FHIR profile folder may layer codes over it).
 
     FHIR numbers are JSON numbers, so a decimal comma is a malformed resource
     (``allow_decimal_comma=False``); timestamps are ISO 8601 with offsets.
     """
-    data = (mappings or active()).load("fhir/concepts.yaml")
-    systems: dict[str, str] = data["systems"]
-    concepts = {
-        (systems[alias], str(code)): str(key)
-        for alias, table in data["concepts"].items()
-        for code, key in table.items()
-    }
+    chosen = mappings or active()
+    data = chosen.load("fhir/concepts.yaml")
+    concepts = staging_concepts(chosen)
     units = {u: u for u in data["units"]}
     values = {
         k: {normalize_key(str(a)): str(b) for a, b in v.items()} for k, v in data["values"].items()

@@ -17,10 +17,13 @@ quarantined).
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import duckdb
@@ -29,6 +32,7 @@ import polars as pl
 from cart_etl.contract import ENTITY_COLUMNS, RawBatch, Rejected, conform
 from cart_etl.errors import MappingError
 from cart_etl.extract.fhir.concept_map import concept_rows
+from cart_etl.extract.fhir.views import extract_views, load_flat, write_flat
 from cart_etl.mappings import Mappings
 
 SOURCE: Final = "fhir"
@@ -40,23 +44,35 @@ RULE_NO_OUTPUT: Final = "fhir.no_matching_output"
 # the reference joins its targets may read ("specimen.accession", "medication.lot", ...).
 _CODINGS: Final[dict[str, list[tuple[str, str]]]] = {
     # view -> [(element, SQL yielding key, element, position, system, code, display)]
-    "observation": [("code", "SELECT key, element, position, system, code, display "
-                              "FROM v_observation_coding")],
+    "observation": [
+        ("code", "SELECT key, element, position, system, code, display FROM v_observation_coding")
+    ],
     "medication_administration": [
-        ("medication", "SELECT key, element, position, system, code, display "
-                       "FROM v_medication_administration_coding"),
-        ("medication", "SELECT a.key, 'medication' AS element, 1000 + c.position AS position, "
-                       "c.system, c.code, c.display FROM v_medication_administration a "
-                       "JOIN v_medication_coding c ON c.key = " + "{med_key}"),
+        (
+            "medication",
+            "SELECT key, element, position, system, code, display "
+            "FROM v_medication_administration_coding",
+        ),
+        (
+            "medication",
+            "SELECT a.key, 'medication' AS element, 1000 + c.position AS position, "
+            "c.system, c.code, c.display FROM v_medication_administration a "
+            "JOIN v_medication_coding c ON c.key = " + "{med_key}",
+        ),
     ],
-    "procedure": [("code", "SELECT key, element, position, system, code, display "
-                           "FROM v_procedure_coding")],
+    "procedure": [
+        ("code", "SELECT key, element, position, system, code, display FROM v_procedure_coding")
+    ],
     "device_use_statement": [
-        ("device", "SELECT s.key, 'device' AS element, c.position, c.system, c.code, c.display "
-                   "FROM v_device_use_statement s JOIN v_device_coding c ON c.key = s.device_key")
+        (
+            "device",
+            "SELECT s.key, 'device' AS element, c.position, c.system, c.code, c.display "
+            "FROM v_device_use_statement s JOIN v_device_coding c ON c.key = s.device_key",
+        )
     ],
-    "condition": [("code", "SELECT key, element, position, system, code, display "
-                           "FROM v_condition_coding")],
+    "condition": [
+        ("code", "SELECT key, element, position, system, code, display FROM v_condition_coding")
+    ],
 }
 _MED_KEY: Final = (
     "CASE WHEN starts_with(a.medication_reference, '#') THEN a.key || a.medication_reference "
@@ -276,9 +292,7 @@ def _compile_targets(
                         fix=f"use {list(ENTITY_COLUMNS[entity])}.",
                     )
                 when = " AND ".join(_predicate(w, cols, where) for w in out.get("when") or [])
-                outputs.append(
-                    _output(view, entity, out, cols, where, when or "true")
-                )
+                outputs.append(_output(view, entity, out, cols, where, when or "true"))
             otherwise = body.get("otherwise") or {}
             targets.append(
                 _Target(
@@ -300,10 +314,19 @@ def _output(
     component = out.get("components")
     if component:
         # Panel: one row per component whose code maps to `component`; values from it.
-        comp_cols = {"value_quantity_value", "value_quantity_code", "value_quantity_unit",
-                     "value_quantity_comparator", "value_string", "value_integer",
-                     "value_boolean", "value_concept_code", "value_concept_text",
-                     "value_concept_display", "value_datetime"}
+        comp_cols = {
+            "value_quantity_value",
+            "value_quantity_code",
+            "value_quantity_unit",
+            "value_quantity_comparator",
+            "value_string",
+            "value_integer",
+            "value_boolean",
+            "value_concept_code",
+            "value_concept_text",
+            "value_concept_display",
+            "value_datetime",
+        }
         exprs = []
         for col in ENTITY_COLUMNS[entity]:
             raw = columns.get(col)
@@ -340,10 +363,7 @@ def _output(
 
 
 def _view_columns(con: duckdb.DuckDBPyConnection, views: Sequence[str]) -> dict[str, set[str]]:
-    return {
-        v: {r[0] for r in con.execute(f"DESCRIBE v_{v}").fetchall()}
-        for v in views
-    }
+    return {v: {r[0] for r in con.execute(f"DESCRIBE v_{v}").fetchall()} for v in views}
 
 
 class Recogniser:
@@ -425,22 +445,19 @@ class Recogniser:
         )
 
     def _recognise(self) -> None:
-        """``_rec(view, key, target, system, code, display)``: the deciding coding."""
-        parts = []
+        """``_codings`` (every coding of every resource, with the element's rank) and
+        ``_rec(view, key, target, system, code, display)``: the deciding coding."""
         order = {t.name: i for i, t in enumerate(self.targets)}
+        parts = []
         for view, sources in _CODINGS.items():
             elements = list(dict.fromkeys(e for e, _ in sources))
-            for _, sql in sources:
-                sql = sql.replace("{med_key}", _MED_KEY)
+            for _, template in sources:
+                sql = template.replace("{med_key}", _MED_KEY)
                 parts.append(
-                    f"SELECT {_quote(view)} AS view, k.*, m.target, "
-                    f"CASE WHEN m.source_code = '*' THEN 1 ELSE 0 END AS wild, "
-                    f"{_case(elements, 'k.element')} AS erank FROM ({sql}) k "
-                    f"JOIN _cmap m ON m.source_system = k.system "
-                    f"AND (m.source_code = k.code OR m.source_code = '*') "
-                    f"JOIN _tgt t ON t.view = {_quote(view)} AND t.target = m.target "
-                    f"AND t.element = k.element"
+                    f"SELECT {_quote(view)} AS view, k.key, k.element, k.position, k.system, "
+                    f"k.code, k.display, {_case(elements, 'k.element')} AS erank FROM ({sql}) k"
                 )
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE _codings AS {' UNION ALL '.join(parts)}")
         tgt = pl.DataFrame(
             {
                 "view": [t.view for t in self.targets],
@@ -453,9 +470,13 @@ class Recogniser:
         self.con.execute("CREATE OR REPLACE TEMP TABLE _tgt AS SELECT * FROM _tgt_frame")
         self.con.unregister("_tgt_frame")
         self.con.execute(
-            "CREATE OR REPLACE TEMP TABLE _rec AS SELECT view, key, target, system, code, display "
-            f"FROM ({' UNION ALL '.join(parts)}) QUALIFY row_number() OVER "
-            "(PARTITION BY view, key ORDER BY erank, wild, position) = 1"
+            "CREATE OR REPLACE TEMP TABLE _rec AS SELECT k.view, k.key, m.target, k.system, "
+            "k.code, k.display FROM _codings k "
+            "JOIN _cmap m ON m.source_system = k.system "
+            "AND (m.source_code = k.code OR m.source_code = '*') "
+            "JOIN _tgt t ON t.view = k.view AND t.target = m.target AND t.element = k.element "
+            "QUALIFY row_number() OVER (PARTITION BY k.view, k.key ORDER BY k.erank, "
+            "CASE WHEN m.source_code = '*' THEN 1 ELSE 0 END, k.position) = 1"
         )
         self.con.execute(
             "INSERT INTO _rec SELECT 'patient', key, 'patient', NULL, NULL, NULL FROM v_patient"
@@ -478,7 +499,7 @@ class Recogniser:
         rows = self.con.execute(
             f"""
             SELECT v.key, coalesce(v.id, v.key), r.file, CAST(v.{status_col} AS VARCHAR),
-                   v.patient_key, v.subject_reference,
+                   v.patient_key, v.subject_reference, v.subject_identifier, v.has_subject,
                    (SELECT count(*) FROM _patients) AS n_patients,
                    p.key IS NOT NULL AS resolved
             FROM v_{view} v JOIN _rec x ON x.view = {_quote(view)} AND x.key = v.key
@@ -486,22 +507,38 @@ class Recogniser:
             LEFT JOIN _patients p ON p.key = v.patient_key
             """
         ).fetchall()
-        for key, row, file, status, patient_key, ref, n_patients, resolved in rows:
+        for key, row, file, status, patient_key, ref, ident, has, n_patients, resolved in rows:
             reason = excluded.get(status) if status else None
             if reason is not None:
                 self.report.excluded_status[(rtype, status)] += 1
-                yield self._reject(view, key, file, row, "status", status, RULE_STATUS,
-                                   f"{rtype} status {status!r}: {reason}")
+                yield self._reject(
+                    view,
+                    key,
+                    file,
+                    row,
+                    "status",
+                    status,
+                    RULE_STATUS,
+                    f"{rtype} status {status!r}: {reason}",
+                )
                 continue
             if resolved or (n_patients == 0 and patient_key):
                 continue
-            why = _subject_problem(ref, patient_key)
-            yield self._reject(view, key, file, row, "subject", ref or "", RULE_MISSING_SUBJECT,
-                               f"{rtype}: {why}")
+            why = _subject_problem(ref, ident, has)
+            yield self._reject(
+                view, key, file, row, "subject", ref or "", RULE_MISSING_SUBJECT, f"{rtype}: {why}"
+            )
 
     def _reject(
-        self, view: str, key: str, file: str | None, row: str, field: str, value: str,
-        rule: str, message: str,
+        self,
+        view: str,
+        key: str,
+        file: str | None,
+        row: str,
+        field: str,
+        value: str,
+        rule: str,
+        message: str,
     ) -> Rejected:
         self.con.execute("INSERT INTO _gone VALUES (?, ?, ?)", [view, key, rule])
         self.report.rejected_by_rule[rule] += 1
@@ -521,7 +558,9 @@ class Recogniser:
             + f"LEFT JOIN _res f ON f.resource_type = {_quote(rtype)} AND f._key = v.key "
             + joins
         )
-        patient = "sid.patient_id" if view == "patient" else "coalesce(pk.patient_id, v.patient_key)"
+        patient = (
+            "sid.patient_id" if view == "patient" else "coalesce(pk.patient_id, v.patient_key)"
+        )
         emitted = f"_em_{target.view}_{target.name}"
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {emitted} (key VARCHAR)")
         for out in target.outputs:
@@ -539,9 +578,11 @@ class Recogniser:
             self.con.register("_emitted_keys", frame.select("key").to_arrow())
             self.con.execute(f"INSERT INTO {emitted} SELECT key FROM _emitted_keys")
             self.con.unregister("_emitted_keys")
-            frame = frame.with_columns(pl.lit(SOURCE).alias("source")).rename(
-                {"_file": "file", "_patient": "patient_key"}
-            ).drop("key")
+            frame = (
+                frame.with_columns(pl.lit(SOURCE).alias("source"))
+                .rename({"_file": "file", "_patient": "patient_key"})
+                .drop("key")
+            )
             self.report.rows_by_entity[out.entity] += frame.height
             yield RawBatch(out.entity, conform(out.entity, frame), frame.height)
         # Recognised resources with no output: the target's `otherwise`.
@@ -559,62 +600,64 @@ class Recogniser:
                     "INSERT INTO _done VALUES (?, ?, 'out_of_scope', ?)", [view, key, target.ignore]
                 )
                 continue
-            yield self._reject(view, key, file, row, target.name, code or "", RULE_NO_OUTPUT,
-                               f"{rtype} {target.name}: {target.reject}")
+            yield self._reject(
+                view,
+                key,
+                file,
+                row,
+                target.name,
+                code or "",
+                RULE_NO_OUTPUT,
+                f"{rtype} {target.name}: {target.reject}",
+            )
         self.con.execute(
             f"INSERT INTO _done SELECT {_quote(view)}, key, 'emitted', NULL FROM {emitted}"
         )
 
     def _account(self) -> None:
-        """One outcome per input resource: emitted, rejected or out of scope."""
+        """One outcome per input resource: emitted, rejected or out of scope (with the reason
+        and, for an unrecognised code, the resource's first coding ``system|code``)."""
         report = self.report
-        views = {v: t for v, t in _RESOURCE_TYPE.items()}
-        view_of = " ".join(f"WHEN {_quote(t)} THEN {_quote(v)}" for v, t in views.items())
+        view_of = " ".join(f"WHEN {_quote(t)} THEN {_quote(v)}" for v, t in _RESOURCE_TYPE.items())
         rows = self.con.execute(
             f"""
             WITH res AS (
                 SELECT file, resource_type, _key, CASE resource_type {view_of} END AS view
                 FROM _res
-            ), outcome AS (
-                SELECT res.file, res.resource_type,
-                       CASE WHEN g.key IS NOT NULL THEN 'rejected'
-                            WHEN d.outcome = 'emitted' THEN 'emitted'
-                            ELSE 'out_of_scope' END AS outcome,
-                       coalesce(d.reason, CASE WHEN rec.key IS NULL THEN 'not recognised' END)
-                           AS reason,
-                       rec.key IS NULL AS unrecognised, res._key AS key, res.view
-                FROM res
-                LEFT JOIN (SELECT DISTINCT view, key FROM _gone) g
-                    ON g.view = res.view AND g.key = res._key
-                LEFT JOIN (SELECT view, key, min(outcome) AS outcome, min(reason) AS reason
-                           FROM _done GROUP BY ALL) d ON d.view = res.view AND d.key = res._key
-                LEFT JOIN _rec rec ON rec.view = res.view AND rec.key = res._key
+            ), first_coding AS (
+                SELECT view, key, system || '|' || code AS label FROM _codings
+                QUALIFY row_number() OVER (PARTITION BY view, key ORDER BY erank, position) = 1
             )
-            SELECT file, resource_type, outcome, reason, unrecognised, count(*) FROM outcome
+            SELECT res.file, res.resource_type,
+                   CASE WHEN g.key IS NOT NULL THEN 'rejected'
+                        WHEN d.outcome = 'emitted' THEN 'emitted'
+                        ELSE 'out_of_scope' END AS outcome,
+                   d.reason, rec.key IS NULL AS unrecognised, res.view IS NOT NULL AS viewed,
+                   CASE WHEN rec.key IS NULL THEN coalesce(fc.label, '') ELSE '' END AS label,
+                   count(*)
+            FROM res
+            LEFT JOIN (SELECT DISTINCT view, key FROM _gone) g
+                ON g.view = res.view AND g.key = res._key
+            LEFT JOIN (SELECT view, key, min(outcome) AS outcome, min(reason) AS reason
+                       FROM _done GROUP BY ALL) d ON d.view = res.view AND d.key = res._key
+            LEFT JOIN _rec rec ON rec.view = res.view AND rec.key = res._key
+            LEFT JOIN first_coding fc ON fc.view = res.view AND fc.key = res._key
             GROUP BY ALL
             """
         ).fetchall()
-        for file, rtype, outcome, reason, unrecognised, n in rows:
+        for file, rtype, outcome, done_reason, unrecognised, viewed, label, n in rows:
             report.outcomes.setdefault(file, Counter())[outcome] += n
             report.resources_by_type[rtype] += n
-            if outcome == "out_of_scope":
-                if unrecognised:
-                    reason = self.context_only.get(rtype) or (
-                        "no view reads this resource type"
-                        if rtype not in views.values()
-                        else "code not in fhir/concept_map.csv"
-                    )
-                report.out_of_scope[(rtype, "", reason)] += n
-        # The unrecognised codes, so that a site sees what to map (per type and first coding).
-        for rtype, system, code, n in self.con.execute(
-            """
-            SELECT 'Observation', system, code, count(*) FROM v_observation_coding k
-            WHERE position = 0 AND NOT EXISTS (SELECT 1 FROM _rec r WHERE r.view = 'observation'
-                AND r.key = k.key) GROUP BY ALL ORDER BY 4 DESC LIMIT 200
-            """
-        ).fetchall():
-            report.out_of_scope[(rtype, f"{system}|{code}", "code not in fhir/concept_map.csv")] += 0
-            report.out_of_scope[(rtype, f"{system}|{code}", "unmapped code (count)")] = n
+            if outcome != "out_of_scope":
+                continue
+            reason = done_reason
+            if unrecognised:
+                reason = self.context_only.get(rtype) or (
+                    "code not in fhir/concept_map.csv"
+                    if viewed
+                    else "resource type not needed by the cohort"
+                )
+            report.out_of_scope[(rtype, label, reason or "")] += n
 
 
 def _case(elements: list[str], column: str) -> str:
@@ -627,10 +670,14 @@ def _case(elements: list[str], column: str) -> str:
 _LITERAL: Final = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/.*)?$")
 
 
-def _subject_problem(ref: str | None, key: str | None) -> str:
+def _subject_problem(ref: str | None, identifier: str | None, has_subject: bool | None) -> str:
     """Why a subject reference names no Patient of the input (FHIR R4 References, 2.3.0)."""
+    if not has_subject:
+        return "the resource has no subject"
+    if not ref and identifier:
+        return "subject is a logical (identifier) reference; it is not resolved"
     if not ref:
-        return "the resource has no subject reference (a logical reference is not resolved)"
+        return "subject has no reference"
     if ref.startswith("#"):
         return "subject is a contained Patient, which has no identity outside it"
     literal = _LITERAL.search(ref)
@@ -667,18 +714,90 @@ class FhirStream:
         not_in_cohort: int = 0,
         entries_without_resource: int = 0,
         study_id_system: str | None = None,
+        cleanup: Callable[[], None] | None = None,
     ) -> None:
         self.con, self.mappings, self.rejected = con, mappings, list(rejected)
+        self.cleanup = cleanup
         self.study_id_system = study_id_system
         self.report = FhirReport(mode=mode, files=list(files))
         self.report.not_in_cohort = not_in_cohort
         self.report.entries_without_resource = entries_without_resource
 
     def __iter__(self) -> Iterator[RawBatch | Rejected]:
-        for case in self.rejected:
-            self.report.outcomes.setdefault(case.file, Counter())["rejected"] += 1
-            self.report.rejected_by_rule[case.rule_id] += 1
-            yield case
-        yield from recognise(
-            self.con, self.mappings, self.report, study_id_system=self.study_id_system
-        )
+        try:
+            for case in self.rejected:
+                self.report.outcomes.setdefault(case.file, Counter())["rejected"] += 1
+                self.report.rejected_by_rule[case.rule_id] += 1
+                yield case
+            yield from recognise(
+                self.con, self.mappings, self.report, study_id_system=self.study_id_system
+            )
+        finally:
+            if self.cleanup is not None:
+                self.cleanup()
+
+
+def open_fhir(
+    path: Path,
+    mappings: Mappings,
+    *,
+    mode: str = "fast",
+    memory_limit: str = "1GB",
+    study_id_system: str | None = None,
+) -> FhirStream:
+    """FHIR input (or, with ``mode="flat"``, a folder of per-view Parquet files) -> views in
+    a scratch DuckDB file -> the recognised stream. The scratch folder is removed when the
+    stream has been consumed (or closed).
+
+    Raises:
+        SourceError: the input cannot be read.
+        MappingError: a view, the targets or the concept map are invalid.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="cart_etl_fhir_"))
+    con = duckdb.connect(str(scratch / "views.duckdb"))
+
+    def cleanup() -> None:
+        con.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    try:
+        con.execute(f"SET memory_limit = {_quote(memory_limit)}")
+        con.execute(f"SET temp_directory = {_quote(str(scratch / 'spill'))}")
+        if mode == "flat":
+            flat = load_flat(path, mappings, con)
+        else:
+            flat = extract_views(path, mappings, con, mode=mode)
+    except BaseException:
+        cleanup()
+        raise
+    return FhirStream(
+        con,
+        mappings,
+        files=flat.files,
+        rejected=flat.rejected,
+        mode=mode,
+        not_in_cohort=flat.not_in_cohort,
+        entries_without_resource=flat.entries_without_resource,
+        study_id_system=study_id_system,
+        cleanup=cleanup,
+    )
+
+
+def flatten(path: Path, mappings: Mappings, out: Path) -> tuple[list[Path], int]:
+    """Run every view over the FHIR input and write ``out/<view>.parquet``; (files, number of
+    inputs the loader rejected). Cohort selection is left to the reading run."""
+    scratch = Path(tempfile.mkdtemp(prefix="cart_etl_flatten_"))
+    con = duckdb.connect(str(scratch / "views.duckdb"))
+    try:
+        flat = extract_views(path, mappings, con, cohort_first=False)
+        names = [
+            r[0][2:]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'v\\_%' "
+                "ESCAPE '\\' ORDER BY 1"
+            ).fetchall()
+        ]
+        return write_flat(con, names, out), len(flat.rejected)
+    finally:
+        con.close()
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -61,8 +61,19 @@ def _range(text: str) -> tuple[float, float]:
 _SITE_FILES: Final = load_mapping(f"sites/{SITE_NAME}.yaml")["files"]
 _PLAUSIBILITY: Final = load_mapping("validation/plausibility.yaml")
 _CONCEPTS: Final = load_mapping("fhir/concepts.yaml")
-_FHIR: Final = load_mapping("fhir/default.yaml")
-_FHIR_LOCAL: Final = load_mapping("fhir/local_codes.yaml")
+_FHIR: Final = load_mapping("fhir/targets.yaml")
+
+
+def _concept_map() -> list[dict[str, str]]:
+    """Rows of fhir/concept_map.csv (plain csv: synth stands apart from the pipeline)."""
+    import csv
+
+    path = Settings().mappings_dir / "fhir" / "concept_map.csv"
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+_CONCEPT_MAP: Final = _concept_map()
 
 # Canonical (UCUM) units of the model's values (plausibility.yaml).
 _MEASUREMENTS: Final = _PLAUSIBILITY["measurements"]
@@ -151,33 +162,57 @@ DEATH_CAUSE_NAMES: Final[dict[str, str]] = _inverse(
     _SITE_FILES["followup.csv"]["death_causes"], "death causes"
 )
 
-# FHIR: code-system URIs and the study id system (fhir/default.yaml, fhir/local_codes.yaml).
-FHIR_SYSTEMS: Final[dict[str, str]] = {**_FHIR["systems"], "local": _FHIR_LOCAL["systems"]["local"]}
+# FHIR: code-system URIs and the study id system (fhir/targets.yaml).
+FHIR_SYSTEMS: Final[dict[str, str]] = dict(_FHIR["systems"])
 STUDY_ID_SYSTEM: Final[str] = _FHIR["patient"]["study_id_system"]
 MRN_TYPE: Final[tuple[str, str]] = (
-    FHIR_SYSTEMS[_FHIR["patient"]["mrn_type"]["system"]],
+    _FHIR["patient"]["mrn_type"]["system"],
     _FHIR["patient"]["mrn_type"]["code"],
 )
 
-# FHIR: canonical key -> code (fhir/concepts.yaml maps code -> key).
-_CODES: Final = _CONCEPTS["concepts"]
-LOINC_OF: Final[dict[str, str]] = _inverse(_CODES["loinc"], "loinc")  # vital items, lab tests
-RXNORM_OF: Final[dict[str, str]] = _inverse(_CODES["rxnorm"], "rxnorm")  # drugs, vasopressors
-LOCAL_DEVICE_CODE: Final[dict[str, str]] = _inverse(_CODES["local"], "local devices")
+
+def _items(alias: str) -> dict[str, str]:
+    """``{code: canonical item}`` of the concept-map rows of one code system."""
+    system = FHIR_SYSTEMS[alias]
+    return {
+        r["source_code"]: r["item"]
+        for r in _CONCEPT_MAP
+        if r["source_system"] == system
+        and r["item"]
+        and (alias != "local" or r["target"] == "oxygen_device")
+    }
+
+
+# FHIR: canonical key -> code (fhir/concept_map.csv maps code -> item).
+LOINC_OF: Final[dict[str, str]] = _inverse(_items("loinc"), "loinc")  # vital items, lab tests
+RXNORM_OF: Final[dict[str, str]] = _inverse(_items("rxnorm"), "rxnorm")  # drugs, vasopressors
+LOCAL_DEVICE_CODE: Final[dict[str, str]] = _inverse(_items("local"), "local devices")
 ROUTE_SNOMED_OF: Final[dict[str, str]] = _inverse(_CONCEPTS["values"]["drugs.route"], "routes")
 GENDER: Final[dict[str, str]] = _inverse(_CONCEPTS["values"]["demographics.sex"], "sex")
 
 
-def _rule_code(rule: str, system: str) -> str:
-    """The one ``system`` code of a fhir/default.yaml rule, e.g. body-height's LOINC."""
-    (spec,) = [r for r in _FHIR["rules"] if r["name"] == rule]
-    return _only(list(spec["codes"][system]), f"{rule} {system}")
+def _rule_code(target: str, alias: str) -> str:
+    """The one code of a system mapped to a target, e.g. the LOINC of ``height``."""
+    system = FHIR_SYSTEMS[alias]
+    codes = [
+        r["source_code"]
+        for r in _CONCEPT_MAP
+        if r["target"] == target and r["source_system"] == system
+    ]
+    return _only(codes, f"{target} {alias}")
 
 
-BODY_HEIGHT_LOINC: Final = _rule_code("body-height", "loinc")
-BODY_WEIGHT_LOINC: Final = _rule_code("body-weight", "loinc")
-O2_FLOW_LOINC: Final = _rule_code("oxygen-flow", "loinc")
-CAUSE_OF_DEATH_LOINC: Final = _rule_code("cause-of-death", "loinc")
-OXYGEN_THERAPY_SNOMED_CODE: Final = _rule_code("oxygen-therapy", "snomed")
-ALL_SNOMED: Final = _rule_code("all-diagnosis", "snomed")
-ALL_ICD10: Final = _rule_code("all-diagnosis", "icd10")
+BODY_HEIGHT_LOINC: Final = _rule_code("height", "loinc")
+BODY_WEIGHT_LOINC: Final = _rule_code("weight", "loinc")
+O2_FLOW_LOINC: Final = _only(
+    [
+        r["source_code"]
+        for r in _CONCEPT_MAP
+        if r["target"] == "oxygen_flow" and r["source_display"] == "Inhaled oxygen flow rate"
+    ],
+    "oxygen flow",
+)
+CAUSE_OF_DEATH_LOINC: Final = _rule_code("cause_of_death", "loinc")
+OXYGEN_THERAPY_SNOMED_CODE: Final = _rule_code("oxygen_therapy", "snomed")
+ALL_SNOMED: Final = _rule_code("all_diagnosis", "snomed")
+ALL_ICD10: Final = _rule_code("all_diagnosis", "icd10")

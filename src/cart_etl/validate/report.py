@@ -41,6 +41,8 @@ class ValidationReport:
     warnings: list[FailureCase]
     expectations: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # FHIR sources: per-resource accounting (emitted / out of scope / rejected), by type/code.
+    fhir: dict[str, Any] | None = None
     generated_at: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
     )
@@ -84,6 +86,7 @@ class ValidationReport:
             "warnings": [asdict(c) for c in self.warnings],
             "expectations": self.expectations,
             "notes": self.notes,
+            **({"fhir": self.fhir} if self.fhir is not None else {}),
         }
 
 
@@ -173,7 +176,36 @@ def render_html(report: ValidationReport) -> str:
                 f"<tr><td>{_esc(e.get('table'))}</td><td>{_esc(e.get('expectation'))}</td><td>{mark}</td></tr>"
             )
         parts.append("</table>")
+    if report.fhir is not None:
+        parts.extend(_fhir_html(report.fhir))
     for note in report.notes:
         parts.append(f"<p>{_esc(note)}</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _fhir_html(fhir: dict[str, Any]) -> list[str]:
+    """FHIR accounting: every resource emitted, out of scope (counted, never quarantined)
+    or quarantined; the out-of-scope resources by type, first code and reason."""
+    outcomes = fhir.get("outcomes", {})
+    parts = [
+        "<h2>FHIR resources</h2><table><tr><th>resources</th><th>loaded</th>"
+        "<th>out of scope</th><th>quarantined</th><th>not in cohort</th></tr>",
+        f"<tr><td>{fhir.get('resources', 0):,}</td><td>{outcomes.get('emitted', 0):,}</td>"
+        f"<td>{outcomes.get('out_of_scope', 0):,}</td><td>{outcomes.get('rejected', 0):,}</td>"
+        f"<td>{fhir.get('not_in_cohort', 0):,}</td></tr></table>",
+    ]
+    rows = fhir.get("out_of_scope") or []
+    if rows:
+        parts.append(
+            "<h3>Out of scope (not needed by the cohort; add a concept-map row to use a code)"
+            "</h3><table><tr><th>resource type</th><th>first code</th><th>reason</th>"
+            "<th>resources</th></tr>"
+        )
+        for r in rows[:200]:
+            parts.append(
+                f"<tr><td>{_esc(r['resource_type'])}</td><td>{_esc(r['code'])}</td>"
+                f"<td>{_esc(r['reason'])}</td><td>{r['count']:,}</td></tr>"
+            )
+        parts.append("</table>")
+    return parts

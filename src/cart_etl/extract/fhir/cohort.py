@@ -19,8 +19,14 @@ import duckdb
 from cart_etl.extract.fhir.concept_map import concept_rows
 from cart_etl.mappings import Mappings
 
-_EVIDENCE: Final = ("procedure", "procedure_coding", "medication_administration",
-                    "medication_administration_coding", "medication", "medication_coding")
+_EVIDENCE: Final = (
+    "procedure",
+    "procedure_coding",
+    "medication_administration",
+    "medication_administration_coding",
+    "medication",
+    "medication_coding",
+)
 
 RunView = Callable[[duckdb.DuckDBPyConnection, str, dict[str, Any], str], None]
 
@@ -68,7 +74,9 @@ def cohort_patients(
     )
     for name in _EVIDENCE:
         con.execute(f'DROP TABLE IF EXISTS "v_cohort_{name}"')
-    (evidence,) = con.execute("SELECT count(*) FROM _cohort WHERE key IS NOT NULL").fetchone() or (0,)
+    (evidence,) = con.execute("SELECT count(*) FROM _cohort WHERE key IS NOT NULL").fetchone() or (
+        0,
+    )
     if not evidence:
         return None
     # The patient each resource is about: itself (Patient), else subject / patient.

@@ -145,7 +145,9 @@ def load_resources(
 
 
 def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
 
 
 def _chunks(path: Path) -> Iterator[tuple[int, list[bytes]]]:
@@ -168,8 +170,8 @@ def _load_ndjson(path: Path, rel: str, loaded: LoadedResources) -> None:
         for first, lines in _chunks(path):
             line_no = first
             numbers, texts = [], []
-            for i, raw in enumerate(lines):
-                raw = raw.rstrip(b"\r")
+            for i, line in enumerate(lines):
+                raw = line.rstrip(b"\r")
                 if not raw.strip():
                     continue
                 try:
@@ -228,6 +230,14 @@ def _flush(loaded: LoadedResources, bundle_types: Sequence[str]) -> None:
         "FROM (SELECT file, pos, CAST(text AS JSON) AS doc FROM _docs WHERE ok)"
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE _flat AS {_UNWRAP.format(bundle_types=types)}")
+    for file, pos, rid in con.execute(
+        "SELECT file, pos, id FROM _flat WHERE nullif(resource_type, '') IS NULL"
+    ).fetchall():
+        loaded.rejected.append(
+            _reject(file, rid or pos or "resource", RULE_INVALID, "not a FHIR resource: no "
+                    "resourceType", "")
+        )
+    con.execute("DELETE FROM _flat WHERE nullif(resource_type, '') IS NULL")
     con.execute(
         "INSERT INTO resources SELECT file, CASE WHEN pos = '' THEN 'resource' ELSE pos END, "
         "resource_type, id, _key, contained_in, resource FROM _flat"

@@ -69,11 +69,14 @@ def read_view(path: Path) -> dict[str, Any]:
     try:
         view = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MappingError(f"{path} is not a readable JSON ViewDefinition: {exc}",
-                           fix="fix the JSON (the error names line and column).") from None
+        raise MappingError(
+            f"{path} is not a readable JSON ViewDefinition: {exc}",
+            fix="fix the JSON (the error names line and column).",
+        ) from None
     if not isinstance(view, dict) or view.get("resourceType") != "ViewDefinition":
-        raise MappingError(f"{path} is not a ViewDefinition.",
-                           fix='write {"resourceType": "ViewDefinition", ...}.')
+        raise MappingError(
+            f"{path} is not a ViewDefinition.", fix='write {"resourceType": "ViewDefinition", ...}.'
+        )
     if view.get("name") != path.stem:
         raise MappingError(
             f"{path}: the view's name {view.get('name')!r} differs from its file name.",
@@ -127,8 +130,10 @@ def _run(con: duckdb.DuckDBPyConnection, name: str, view: dict[str, Any], source
     try:
         table = run_view(con, view, source=source, references="refs")
     except ViewDefinitionError as exc:
-        raise MappingError(f"fhir/views/{name}.json: {exc}",
-                           fix="correct the view (SQL on FHIR v2 ViewDefinition).") from None
+        raise MappingError(
+            f"fhir/views/{name}.json: {exc}",
+            fix="correct the view (SQL on FHIR v2 ViewDefinition).",
+        ) from None
     con.register("_view_out", table)
     try:
         con.execute(f'CREATE OR REPLACE TABLE "v_{name}" AS SELECT * FROM _view_out')
@@ -158,8 +163,15 @@ def _dedupe(con: duckdb.DuckDBPyConnection) -> list[Rejected]:
         "resources WHERE contained_in IS NULL"
     )
     return [
-        Rejected(SOURCE, file, row, "id", row, RULE_DUPLICATE,
-                 f"{rtype}/{row} was already read from {first}; this copy is not read again")
+        Rejected(
+            SOURCE,
+            file,
+            row,
+            "id",
+            row,
+            RULE_DUPLICATE,
+            f"{rtype}/{row} was already read from {first}; this copy is not read again",
+        )
         for file, row, rtype, first in rows
     ]
 
@@ -192,10 +204,17 @@ def _strict(con: duckdb.DuckDBPyConnection) -> list[Rejected]:
                 continue
             element, value, message = problem
             bad.append((rtype, key))
-            rejected.append(Rejected(
-                SOURCE, file, row, element, value, RULE_INVALID,
-                f"{rtype}/{row} is not valid FHIR R4B at {element}: {message}",
-            ))
+            rejected.append(
+                Rejected(
+                    SOURCE,
+                    file,
+                    row,
+                    element,
+                    value,
+                    RULE_INVALID,
+                    f"{rtype}/{row} is not valid FHIR R4B at {element}: {message}",
+                )
+            )
     if bad:
         con.execute("CREATE OR REPLACE TEMP TABLE _bad (resource_type VARCHAR, key VARCHAR)")
         con.executemany("INSERT INTO _bad VALUES (?, ?)", bad)
@@ -247,7 +266,7 @@ def load_flat(folder: Path, mappings: Mappings, con: duckdb.DuckDBPyConnection) 
         if name in _KEYED:
             parts.append(
                 f"SELECT '{name}.parquet' AS file, key AS pos, '{_KEYED[name]}' AS resource_type, "
-                f"key AS _key FROM \"v_{name}\""
+                f'key AS _key FROM "v_{name}"'
             )
     con.execute("CREATE OR REPLACE TEMP TABLE _res AS " + " UNION ALL ".join(parts))
     return FlatViews(con, sorted(p.name for p in folder.iterdir()))
