@@ -205,3 +205,29 @@ def test_hundred_thousand_resources_run_in_seconds() -> None:
     assert row == [{"id": "o7", "patient": "p7", "value": 0.7, "code": "7"}]
     assert elapsed < 5, f"{elapsed:.1f} s"
     assert json.loads(json.dumps(view))  # the view is plain JSON
+
+
+def test_materialize_view_writes_a_table_like_run_view() -> None:
+    from cart_etl.extract.fhir.sof import materialize_view
+
+    con = resource_table(
+        [
+            {"resourceType": "Patient", "id": "a", "name": [{"family": "x"}]},
+            {"resourceType": "Patient", "id": "b", "name": [{"family": "y"}, {"family": "z"}]},
+        ]
+    )
+    view = {
+        "name": "pv",
+        "resource": "Patient",
+        "select": [
+            {"column": [{"name": "id", "path": "getResourceKey()"}]},
+            {"forEach": "name", "column": [{"name": "fam", "path": "family"}]},
+        ],
+    }
+    assert materialize_view(con, view, "v out") == 3
+    rows = con.execute('SELECT * FROM "v out" ORDER BY fam').fetchall()
+    assert rows == sorted(tuple(r.values()) for r in run_view(con, view).to_pylist())
+    bad = {**view, "select": [{"column": [{"name": "fam", "path": "name.family"}]}]}
+    with pytest.raises(ViewDefinitionError, match="'fam'"):
+        materialize_view(con, bad, "v out")
+    assert con.execute('SELECT count(*) FROM "v out"').fetchone() == (3,)

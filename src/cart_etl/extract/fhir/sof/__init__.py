@@ -2,12 +2,14 @@
 
 https://sql-on-fhir.org/ig/ (pinned: FHIR/sql-on-fhir-v2 49fc1adffa8490e7cd5c1e8917d8eb24cbea9dee).
 :func:`compile_view` turns a ViewDefinition into one DuckDB ``SELECT``; :func:`run_view`
-executes it into a :class:`pyarrow.Table`; :func:`view_columns` lists the output columns.
+executes it into a :class:`pyarrow.Table`; :func:`materialize_view` executes it into a
+DuckDB table (streamed, for inputs too large for memory); :func:`view_columns` lists the
+output columns.
 """
 
 from cart_etl.extract.fhir.sof.compile import compile_view
 from cart_etl.extract.fhir.sof.errors import ViewDefinitionError
-from cart_etl.extract.fhir.sof.run import run_view
+from cart_etl.extract.fhir.sof.run import materialize_view, run_view
 from cart_etl.extract.fhir.sof.view import view_columns
 
-__all__ = ["ViewDefinitionError", "compile_view", "run_view", "view_columns"]
+__all__ = ["ViewDefinitionError", "compile_view", "materialize_view", "run_view", "view_columns"]

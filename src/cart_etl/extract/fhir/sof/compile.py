@@ -361,6 +361,7 @@ class _ViewCompiler:
             inner = f"SELECT *, unnest(_mr) AS _row FROM ({inner}) AS _u"
         joins = []
         outs = []
+        parsed_refs = []
         refs = {r.name: r for r in self.ref_columns}
         for k, col in enumerate(cols):
             val = value.get(col.name) or f"struct_extract(_v._row, {sb.sql_str(col.name)})"
@@ -373,10 +374,16 @@ class _ViewCompiler:
             ok = f"{alias}.key IS NOT NULL"
             if ref.type_name is not None and self.reference_types:
                 ok += f" AND ({alias}.type IS NULL OR {alias}.type = {sb.sql_str(ref.type_name)})"
-            parsed = self.fx.reference_key(val, ref.type_name)
+            # the literal reference parsed once (one regex run for type and id)
+            parsed_refs.append(f"{self.fx.reference_parts(val.replace('_v.', '_w.'))} AS _rk{k}")
+            key = f"nullif(_v._rk{k}.i, '')"
+            if ref.type_name is not None:
+                key = f"(CASE WHEN _v._rk{k}.t = {sb.sql_str(ref.type_name)} THEN {key} END)"
             outs.append(
-                f"(CASE WHEN {ok} THEN {alias}.key ELSE {parsed} END) AS {sb.ident(col.name)}"
+                f"(CASE WHEN {ok} THEN {alias}.key ELSE {key} END) AS {sb.ident(col.name)}"
             )
+        if parsed_refs:
+            inner = f"SELECT *, {', '.join(parsed_refs)} FROM ({inner}) AS _w"
         sql = f"SELECT {', '.join(outs)} FROM ({inner}) AS _v"
         if joins:
             typ = ", arg_min(type, key) AS type" if self.reference_types else ""

@@ -337,6 +337,12 @@ class ExprCompiler:
             return arg.name
         raise self.fail(f"{n.name}() needs a type name")
 
+    def reference_parts(self, ref: str) -> str:
+        """``STRUCT(t, i)``: type and id of a literal reference (``''`` when none), as
+        :meth:`reference_key` reads them; ``ref`` must be simple."""
+        r = f"(CASE WHEN contains({ref}, '/_history/') THEN regexp_replace({ref}, '/_history/.*$', '') ELSE {ref} END)"
+        return f"regexp_extract({r}, '{REF_PATTERN}', ['t', 'i'])"
+
     def reference_key(self, ref: str, type_name: str | None) -> str:
         """Key of a literal reference ``[.../]Type/id[/_history/v]`` (VARCHAR, NULL if none)."""
         r = f"regexp_replace({ref}, '/_history/.*$', '')"
