@@ -37,7 +37,7 @@ from cart_etl.extract.fhir.resources import (
     SOURCE,
     load_resources,
 )
-from cart_etl.extract.fhir.sof import ViewDefinitionError, run_view
+from cart_etl.extract.fhir.sof import ViewDefinitionError, materialize_view
 from cart_etl.mappings import Mappings
 
 log = logging.getLogger(__name__)
@@ -127,37 +127,42 @@ def extract_views(
 
 
 def _run(con: duckdb.DuckDBPyConnection, name: str, view: dict[str, Any], source: str) -> None:
+    """One view into the table ``v_<name>``, computed inside DuckDB (rows never pass
+    through Python)."""
     try:
-        table = run_view(con, view, source=source, references="refs")
+        materialize_view(con, view, f"v_{name}", source=source, references="refs")
     except ViewDefinitionError as exc:
         raise MappingError(
             f"fhir/views/{name}.json: {exc}",
             fix="correct the view (SQL on FHIR v2 ViewDefinition).",
         ) from None
-    con.register("_view_out", table)
-    try:
-        con.execute(f'CREATE OR REPLACE TABLE "v_{name}" AS SELECT * FROM _view_out')
-    finally:
-        con.unregister("_view_out")
 
 
 def _dedupe(con: duckdb.DuckDBPyConnection) -> list[Rejected]:
     """Keep the first copy of each (type, key); the repeats are rejected, named by file."""
-    rows = con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE _ranked AS SELECT *, row_number() OVER (
-            PARTITION BY resource_type, _key, contained_in ORDER BY file, pos) AS copy,
-            first(file) OVER (PARTITION BY resource_type, _key, contained_in ORDER BY file, pos
-                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS first_file
-        FROM resources;
-        SELECT file, coalesce(id, _key, pos), resource_type, first_file FROM _ranked
-        WHERE copy > 1 AND contained_in IS NULL AND _key IS NOT NULL
-        """
-    ).fetchall()
-    con.execute(
-        "CREATE OR REPLACE TABLE resources AS SELECT * EXCLUDE (copy, first_file) FROM _ranked "
-        "WHERE copy = 1 OR _key IS NULL"
-    )
+    found = con.execute(
+        "SELECT count(*) - count(DISTINCT (resource_type, _key, contained_in)) FROM resources "
+        "WHERE _key IS NOT NULL"
+    ).fetchone()
+    rows: list[tuple[str, str, str, str]] = []
+    if found and found[0]:
+        rows = con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE _ranked AS SELECT *, row_number() OVER (
+                PARTITION BY resource_type, _key, contained_in ORDER BY file, pos) AS copy,
+                first(file) OVER (PARTITION BY resource_type, _key, contained_in
+                    ORDER BY file, pos ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+                    AS first_file
+            FROM resources;
+            SELECT file, coalesce(id, _key, pos), resource_type, first_file FROM _ranked
+            WHERE copy > 1 AND contained_in IS NULL AND _key IS NOT NULL
+            """
+        ).fetchall()
+        con.execute(
+            "CREATE OR REPLACE TABLE resources AS SELECT * EXCLUDE (copy, first_file) "
+            "FROM _ranked WHERE copy = 1 OR _key IS NULL"
+        )
+        con.execute("DROP TABLE _ranked")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _res AS SELECT file, pos, resource_type, _key FROM "
         "resources WHERE contained_in IS NULL"
