@@ -496,15 +496,20 @@ class Recogniser:
             return
         status_col = _STATUS_COLUMN.get(view, "status")
         excluded = self.status.get(view, self.status.get("default", {}))
+        listed = ", ".join(_quote(str(k)) for k in excluded) or "NULL"
+        # Only the resources that fail a gate come back to Python.
         rows = self.con.execute(
             f"""
+            WITH n AS (SELECT count(*) AS n_patients FROM _patients)
             SELECT v.key, coalesce(v.id, v.key), r.file, CAST(v.{status_col} AS VARCHAR),
                    v.patient_key, v.subject_reference, v.subject_identifier, v.has_subject,
-                   (SELECT count(*) FROM _patients) AS n_patients,
-                   p.key IS NOT NULL AS resolved
+                   n.n_patients, p.key IS NOT NULL AS resolved
             FROM v_{view} v JOIN _rec x ON x.view = {_quote(view)} AND x.key = v.key
+            CROSS JOIN n
             LEFT JOIN _res r ON r.resource_type = {_quote(rtype)} AND r._key = v.key
             LEFT JOIN _patients p ON p.key = v.patient_key
+            WHERE CAST(v.{status_col} AS VARCHAR) IN ({listed})
+               OR (p.key IS NULL AND NOT (n.n_patients = 0 AND v.patient_key IS NOT NULL))
             """
         ).fetchall()
         for key, row, file, status, patient_key, ref, ident, has, n_patients, resolved in rows:
@@ -754,7 +759,9 @@ def open_fhir(
         MappingError: a view, the targets or the concept map are invalid.
     """
     scratch = Path(tempfile.mkdtemp(prefix="cart_etl_fhir_"))
-    con = duckdb.connect(str(scratch / "views.duckdb"))
+    # In memory, spilling to the scratch folder beyond the memory limit (DuckDB buffers
+    # in-memory tables out to temp_directory), so a whole-hospital export stays bounded.
+    con = duckdb.connect()
 
     def cleanup() -> None:
         con.close()
