@@ -67,10 +67,13 @@ def site(export_dir: Path, *, validate: bool) -> dict[str, Any]:
 
 
 def fhir(ndjson_dir: Path, mode: str) -> dict[str, Any]:
-    from cart_etl.extract.fhir.extract import extract_fhir
+    from cart_etl.config import Settings
+    from cart_etl.mappings import Mappings
+    from cart_etl.stage.fhir_concepts import open_fhir
 
     start = time.perf_counter()
-    stream = extract_fhir(ndjson_dir, mode="strict" if mode == "strict" else "fast")
+    mappings = Mappings.open(Settings().mappings_dir)
+    stream = open_fhir(ndjson_dir, mappings, mode="strict" if mode == "strict" else "fast")
     items = 0
     for _ in stream:
         items += 1
