@@ -67,7 +67,9 @@ _CODINGS: Final[dict[str, list[tuple[str, str]]]] = {
         (
             "device",
             "SELECT s.key, 'device' AS element, c.position, c.system, c.code, c.display "
-            "FROM v_device_use_statement s JOIN v_device_coding c ON c.key = s.device_key",
+            "FROM v_device_use_statement s JOIN v_device_coding c ON c.key = CASE WHEN "
+            "starts_with(s.device_reference, '#') THEN s.key || s.device_reference "
+            "ELSE s.device_key END",
         )
     ],
     "condition": [
@@ -418,6 +420,7 @@ class Recogniser:
     def run(self) -> Iterator[RawBatch | Rejected]:
         """Every entity frame and every rejection; the report is filled as it goes."""
         started = time.perf_counter()
+        self._lives: set[str] = set()
         self._patients()
         self._recognise()
         for view in _RESOURCE_TYPE:
@@ -549,11 +552,23 @@ class Recogniser:
         self.report.rejected_by_rule[rule] += 1
         return Rejected(SOURCE, file or "", row, field, value, rule, message)
 
+    def _live(self, view: str) -> str:
+        """``_live_<view>``: the recognised resources of a view that passed the gates."""
+        table = f"_live_{view}"
+        if table not in self._lives:
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT r.key, r.target, r.system, "
+                f"r.code, r.display FROM _rec r WHERE r.view = {_quote(view)} AND r.key NOT IN "
+                f"(SELECT key FROM _gone WHERE view = {_quote(view)})"
+            )
+            self._lives.add(table)
+        return table
+
     def _emit(self, target: _Target) -> Iterator[RawBatch | Rejected]:
         view, rtype = target.view, _RESOURCE_TYPE[target.view]
         joins = " ".join(_JOINS.get(view, {}).values())
         base = (
-            f"v_{view} v JOIN _rec r ON r.view = {_quote(view)} AND r.key = v.key "
+            f"v_{view} v JOIN {self._live(view)} r ON r.key = v.key "
             f"AND r.target = {_quote(target.name)} "
             + (
                 "JOIN _patients sid ON sid.key = v.key "
@@ -566,44 +581,36 @@ class Recogniser:
         patient = (
             "sid.patient_id" if view == "patient" else "coalesce(pk.patient_id, v.patient_key)"
         )
-        emitted = f"_em_{target.view}_{target.name}"
+        emitted = "_emitted"
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {emitted} (key VARCHAR)")
         for out in target.outputs:
             select = out.select.replace("{base}", base).replace(
                 "{extra}", f"{patient} AS _patient, f.file AS _file"
             )
-            sql = (
-                f"{select} WHERE {out.when} AND v.key NOT IN (SELECT key FROM _gone "
-                f"WHERE view = {_quote(view)})"
-            )
-            frame = pl.from_arrow(self.con.sql(sql).to_arrow_table())
+            # One execution inside DuckDB; the keys stay there, the rows go to polars.
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE _out AS {select} WHERE {out.when}")
+            self.con.execute(f"INSERT INTO {emitted} SELECT DISTINCT key FROM _out")
+            frame = pl.from_arrow(self.con.sql("SELECT * EXCLUDE (key) FROM _out").to_arrow_table())
             assert isinstance(frame, pl.DataFrame)
             if frame.is_empty():
                 continue
-            self.con.register("_emitted_keys", frame.select("key").to_arrow())
-            self.con.execute(f"INSERT INTO {emitted} SELECT key FROM _emitted_keys")
-            self.con.unregister("_emitted_keys")
-            frame = (
-                frame.with_columns(pl.lit(SOURCE).alias("source"))
-                .rename({"_file": "file", "_patient": "patient_key"})
-                .drop("key")
+            frame = frame.with_columns(pl.lit(SOURCE).alias("source")).rename(
+                {"_file": "file", "_patient": "patient_key"}
             )
             self.report.rows_by_entity[out.entity] += frame.height
             yield RawBatch(out.entity, conform(out.entity, frame), frame.height)
         # Recognised resources with no output: the target's `otherwise`.
         leftovers = self.con.execute(
-            f"SELECT r.key, coalesce(v.id, v.key), f.file, r.code FROM _rec r "
+            f"SELECT r.key, coalesce(v.id, v.key), f.file, r.code FROM {self._live(view)} r "
             f"JOIN v_{view} v ON v.key = r.key "
             f"LEFT JOIN _res f ON f.resource_type = {_quote(rtype)} AND f._key = r.key "
-            f"WHERE r.view = {_quote(view)} AND r.target = {_quote(target.name)} "
-            f"AND r.key NOT IN (SELECT key FROM {emitted}) "
-            f"AND r.key NOT IN (SELECT key FROM _gone WHERE view = {_quote(view)})"
+            f"WHERE r.target = {_quote(target.name)} "
+            f"AND r.key NOT IN (SELECT key FROM {emitted})"
         ).fetchall()
+        ignored = []
         for key, row, file, code in leftovers:
             if target.ignore is not None:
-                self.con.execute(
-                    "INSERT INTO _done VALUES (?, ?, 'out_of_scope', ?)", [view, key, target.ignore]
-                )
+                ignored.append((view, key, "out_of_scope", target.ignore))
                 continue
             yield self._reject(
                 view,
@@ -615,8 +622,10 @@ class Recogniser:
                 RULE_NO_OUTPUT,
                 f"{rtype} {target.name}: {target.reject}",
             )
+        if ignored:
+            self.con.executemany("INSERT INTO _done VALUES (?, ?, ?, ?)", ignored)
         self.con.execute(
-            f"INSERT INTO _done SELECT {_quote(view)}, key, 'emitted', NULL FROM {emitted}"
+            f"INSERT INTO _done SELECT DISTINCT {_quote(view)}, key, 'emitted', NULL FROM {emitted}"
         )
 
     def _account(self) -> None:
