@@ -35,6 +35,7 @@ bench: $(STAMP)  ## speed/memory benchmarks (prints a table; not part of the tes
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/bench_validate.py
 	$(BIN)/python benchmarks/bench_run.py
+	$(BIN)/python benchmarks/bench_fhir.py
 
 clean:  ## remove the venv and generated data
 	rm -rf $(VENV) work benchmarks/out
