@@ -24,7 +24,13 @@ from typing import Any
 from cart_etl.extract.fhir.sof import fhirpath as fp
 from cart_etl.extract.fhir.sof import sqlbits as sb
 from cart_etl.extract.fhir.sof.errors import ViewDefinitionError
-from cart_etl.extract.fhir.sof.expr import Expr, ExprCompiler, Projection, Scope
+from cart_etl.extract.fhir.sof.expr import (
+    Expr,
+    ExprCompiler,
+    Projection,
+    Scope,
+    SharedProjection,
+)
 from cart_etl.extract.fhir.sof.view import (
     ViewColumn,
     check_view,
@@ -319,19 +325,37 @@ class _ViewCompiler:
             out.append(sb.bind(self.names, c, body))
         return out
 
-    def compile(self, source: str, references: str | None) -> str:
+    def compile(
+        self,
+        source: str,
+        references: str | None,
+        *,
+        shared: dict[tuple[str, ...], int] | None = None,
+        grouped_refs: bool = False,
+    ) -> str:
         """``SELECT`` of the view.  Innermost: the rows of the view's resource type and
         their root members (one ``json_extract`` with all paths, so each resource is parsed
         once); then the view ``where``; one-row parts of the top-level select become plain
         columns and the other parts are unnested; last, ``getReferenceKey`` columns are
-        hash-joined to the references table."""
-        proj = self.fx.proj[self.root] = Projection(lambda i: f"_src._rm{i}")
+        hash-joined to the references table.
+
+        ``shared`` (pre-parsed source, see :func:`compile_preparsed`): ``source`` already
+        holds only the view's resource type and ``_rp JSON[]``, the root member chains;
+        the chains this view reads are added to ``shared`` (chain -> position in ``_rp``,
+        shared by all views compiled with the same dict).  ``grouped_refs``: ``references`` is
+        already one row per ``ref`` (``ref, key[, type]``, as the ``_refs`` CTE makes it)."""
+        if shared is not None:
+            proj = self.fx.proj[self.root] = SharedProjection(shared)
+        else:
+            proj = self.fx.proj[self.root] = Projection(lambda i: f"_src._rm{i}")
         scope = Scope(focus=self.root, row_index="CAST(0 AS BIGINT)", top=True)
         parts, cols = self.parts({"select": self.view["select"]}, "", scope)
         conds = self.where_clause(scope)
         del self.fx.proj[self.root]
         rtype = sb.sql_str(self.resource)
-        if proj.paths:
+        if shared is not None:
+            src = f"(SELECT * FROM {source})"
+        elif proj.paths:
             unpack = ", ".join(
                 f"_q._rp[{i}] AS _rm{i}" for i in range(1, len(proj.paths) + 1)
             )
@@ -370,7 +394,8 @@ class _ViewCompiler:
                 outs.append(f"{val} AS {sb.ident(col.name)}")
                 continue
             alias = f"_ref{k}"
-            joins.append(f"LEFT JOIN _refs AS {alias} ON {alias}.ref = {val}")
+            refs_rel = references if grouped_refs else "_refs"
+            joins.append(f"LEFT JOIN {refs_rel} AS {alias} ON {alias}.ref = {val}")
             ok = f"{alias}.key IS NOT NULL"
             if ref.type_name is not None and self.reference_types:
                 ok += f" AND ({alias}.type IS NULL OR {alias}.type = {sb.sql_str(ref.type_name)})"
@@ -385,7 +410,9 @@ class _ViewCompiler:
         if parsed_refs:
             inner = f"SELECT *, {', '.join(parsed_refs)} FROM ({inner}) AS _w"
         sql = f"SELECT {', '.join(outs)} FROM ({inner}) AS _v"
-        if joins:
+        if joins and grouped_refs:
+            sql = sql + " " + " ".join(joins)
+        elif joins:
             typ = ", arg_min(type, key) AS type" if self.reference_types else ""
             refs_cte = (
                 f"WITH _refs AS (SELECT ref, min(key) AS key{typ} FROM {references} GROUP BY ref) "
@@ -423,4 +450,39 @@ def compile_view(
     return compiler.compile(source, references)
 
 
-__all__ = ["REPEAT_MAX_DEPTH", "compile_view"]
+def grouped_refs_sql(references: str, reference_types: bool) -> str:
+    """The references table as one row per ``ref`` (the ``_refs`` CTE of a view)."""
+    typ = ", arg_min(type, key) AS type" if reference_types else ""
+    return f"SELECT ref, min(key) AS key{typ} FROM {references} GROUP BY ref"
+
+
+def compile_preparsed(
+    view: Mapping[str, Any],
+    *,
+    source: str,
+    shared: dict[tuple[str, ...], int],
+    references: str | None = None,
+    key_column: bool = False,
+    reference_types: bool = False,
+    grouped_refs: bool = False,
+) -> str:
+    """Like :func:`compile_view`, against a pre-parsed ``source``: only resources of the
+    view's type, with ``_key`` (when ``key_column``), ``resource`` (when the SQL reads
+    ``_src.resource``) and ``_rp JSON[]``, the root member chains the views read, collected
+    in ``shared`` (chain -> position; the caller builds the source with
+    ``json_extract(resource, [chain paths]) AS _rp`` after compiling all views).
+    ``grouped_refs``: ``references`` is already grouped (:func:`grouped_refs_sql`)."""
+    if not isinstance(view, Mapping):
+        raise ViewDefinitionError(
+            f"a ViewDefinition must be a JSON object, not {type(view).__name__}"
+        )
+    compiler = _ViewCompiler(
+        view,
+        key_column=key_column,
+        references=references is not None,
+        reference_types=reference_types,
+    )
+    return compiler.compile(source, references, shared=shared, grouped_refs=grouped_refs)
+
+
+__all__ = ["REPEAT_MAX_DEPTH", "compile_preparsed", "compile_view", "grouped_refs_sql"]

@@ -74,6 +74,25 @@ class Projection:
         return "[" + ", ".join(sb.sql_str(sb.chain_path(n)) for n in self.paths) + "]"
 
 
+class SharedProjection(Projection):
+    """The root projection of a pre-parsed source: chain ``n`` of ``shared`` (chain ->
+    its 1-based position, a registry common to all views of one resource type) is
+    ``_src._rp[n]``, the list one multi-path ``json_extract`` made for them all."""
+
+    def __init__(self, shared: dict[tuple[str, ...], int]) -> None:
+        super().__init__(lambda i: "")
+        self.shared = shared
+
+    def get(self, names: tuple[str, ...]) -> str:
+        col = self.paths.get(names)
+        if col is None:
+            pos = self.shared.get(names)
+            if pos is None:
+                pos = self.shared[names] = len(self.shared) + 1
+            col = self.paths[names] = f"_src._rp[{pos}]"
+        return col
+
+
 @dataclass(frozen=True)
 class Scope:
     """Evaluation context: ``focus`` is the SQL of ``$this`` (a simple JSON variable)."""
