@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     load_resources(args.fhir, con, bundle_types=["transaction", "collection"])
     load = time.perf_counter() - t0
-    counts = dict(con.execute("SELECT resource_type, count(*) FROM resources GROUP BY 1").fetchall())
+    counts = dict(
+        con.execute("SELECT resource_type, count(*) FROM resources GROUP BY 1").fetchall()
+    )
     n_res = sum(counts.values())
 
     materialize = None
@@ -81,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(args.views.glob("*.json"))
     if args.only:
         files = [f for f in files if f.stem in set(args.only)]
-    print(f"input: {args.fhir} ({n_lines} NDJSON lines, {n_res} resource rows), "
-          f"duckdb {duckdb.__version__}, threads "
-          f"{con.execute('SELECT current_setting(' + chr(39) + 'threads' + chr(39) + ')').fetchone()[0]}, "
-          f"mode {args.mode}")
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    print(
+        f"input: {args.fhir} ({n_lines} NDJSON lines, {n_res} resource rows), "
+        f"duckdb {duckdb.__version__}, threads {threads}, mode {args.mode}"
+    )
     print(f"{'view':34} {'rows':>9} {'seconds':>9} {'resources/s':>13}")
     total = 0.0
     n_views = len(files)
@@ -107,8 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.sql:
             from cart_etl.extract.fhir.sof import compile_view
 
-            print(compile_view(view, source="resources", references="refs", key_column=True,
-                               reference_types=True))
+            print(
+                compile_view(
+                    view,
+                    source="resources",
+                    references="refs",
+                    key_column=True,
+                    reference_types=True,
+                )
+            )
         best, rows = float("inf"), 0
         for _ in range(max(args.repeat, 1)):
             t = time.perf_counter()
@@ -121,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         total += best
         n = counts.get(view["resource"], 0)
         print(f"{path.stem:34} {rows:>9} {best:>9.3f} {n / best if best else 0:>13,.0f}")
-    print(f"{'TOTAL (' + str(n_views) + ' views)':34} {'':>9} {total:>9.3f} "
-          f"{n_res / total if total else 0:>13,.0f}")
+    print(
+        f"{'TOTAL (' + str(n_views) + ' views)':34} {'':>9} {total:>9.3f} "
+        f"{n_res / total if total else 0:>13,.0f}"
+    )
     print(f"{'load_resources (not in total)':34} {'':>9} {load:>9.3f}")
     print(f"{'floor (read_ndjson_objects)':34} {'':>9} {floor:>9.3f} {n_lines / floor:>13,.0f}")
     print(f"ratio views/floor: {total / floor:.2f} (target <= 3)")

@@ -229,7 +229,7 @@ def validate_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Check an export before it is accepted (exit 0 clean, 1 quarantined/warnings, 2 fatal)."""
-    from cart_etl.errors import ConfigurationError, SourceError
+    from cart_etl.errors import ConfigurationError
     from cart_etl.pipeline import Source, validate_only
     from cart_etl.validate.report import write_report
 

@@ -90,7 +90,16 @@ def main() -> None:
         sum(v for (_, p), v in totals.items() if p),
         sum(v for (_, p), v in totals.items() if not p),
     )
-    lines += [f"| all | {ok} | {bad} | {ok + bad} |", "", *LIMITS, "", *PERFORMANCE, "", "## Tests", ""]
+    lines += [
+        f"| all | {ok} | {bad} | {ok + bad} |",
+        "",
+        *LIMITS,
+        "",
+        *PERFORMANCE,
+        "",
+        "## Tests",
+        "",
+    ]
     lines += ["| file | test | tags | result |", "| --- | --- | --- | --- |", *rows, ""]
     OUT.write_text("\n".join(lines), encoding="utf-8")
     print(f"{OUT}: {ok} pass, {bad} fail")

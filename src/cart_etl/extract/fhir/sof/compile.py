@@ -154,9 +154,7 @@ class _ViewCompiler:
         target = self.fx.expr(tree.target, scope)
         x = self.names.fresh()
         items = target.fast.general if target.fast else self.fx.coll(target)
-        raw = Expr(
-            "coll", f"list_transform({items}, lambda {x}: json_extract({x}, '$.reference'))"
-        )
+        raw = Expr("coll", f"list_transform({items}, lambda {x}: json_extract({x}, '$.reference'))")
         self.ref_columns.append(RefColumn(col.name, type_name))
         general = self.cast(raw, "VARCHAR", col, where)
         if target.fast is None or target.kind != "coll":
@@ -164,10 +162,14 @@ class _ViewCompiler:
         # one non-array target whose reference is one non-array value: that value
         ref = self.fx.member(target, "reference").fast
         assert ref is not None
-        return f"(CASE WHEN {ref.scalar()} THEN {sb.convert(ref.value, 'VARCHAR')} ELSE {general} END)"
+        return (
+            f"(CASE WHEN {ref.scalar()} THEN {sb.convert(ref.value, 'VARCHAR')} ELSE {general} END)"
+        )
 
     # -- selects -----------------------------------------------------------------------
-    def select(self, sel: Mapping[str, Any], loc: str, scope: Scope) -> tuple[Rows, list[ViewColumn]]:
+    def select(
+        self, sel: Mapping[str, Any], loc: str, scope: Scope
+    ) -> tuple[Rows, list[ViewColumn]]:
         """Rows of one selection structure and its columns in order."""
         it = next((k for k in ("forEach", "forEachOrNull", "repeat") if k in sel), None)
         if it is None:
@@ -356,9 +358,7 @@ class _ViewCompiler:
         if shared is not None:
             src = f"(SELECT * FROM {source})"
         elif proj.paths:
-            unpack = ", ".join(
-                f"_q._rp[{i}] AS _rm{i}" for i in range(1, len(proj.paths) + 1)
-            )
+            unpack = ", ".join(f"_q._rp[{i}] AS _rm{i}" for i in range(1, len(proj.paths) + 1))
             src = (
                 f"(SELECT _q.* EXCLUDE (_rp), {unpack} FROM (SELECT _s.*, json_extract("
                 f"_s.resource, {proj.json_paths()}) AS _rp FROM {source} AS _s "
@@ -404,9 +404,7 @@ class _ViewCompiler:
             key = f"nullif(_v._rk{k}.i, '')"
             if ref.type_name is not None:
                 key = f"(CASE WHEN _v._rk{k}.t = {sb.sql_str(ref.type_name)} THEN {key} END)"
-            outs.append(
-                f"(CASE WHEN {ok} THEN {alias}.key ELSE {key} END) AS {sb.ident(col.name)}"
-            )
+            outs.append(f"(CASE WHEN {ok} THEN {alias}.key ELSE {key} END) AS {sb.ident(col.name)}")
         if parsed_refs:
             inner = f"SELECT *, {', '.join(parsed_refs)} FROM ({inner}) AS _w"
         sql = f"SELECT {', '.join(outs)} FROM ({inner}) AS _v"

@@ -359,7 +359,10 @@ class ExprCompiler:
     def reference_parts(self, ref: str) -> str:
         """``STRUCT(t, i)``: type and id of a literal reference (``''`` when none), as
         :meth:`reference_key` reads them; ``ref`` must be simple."""
-        r = f"(CASE WHEN contains({ref}, '/_history/') THEN regexp_replace({ref}, '/_history/.*$', '') ELSE {ref} END)"
+        r = (
+            f"(CASE WHEN contains({ref}, '/_history/') "
+            f"THEN regexp_replace({ref}, '/_history/.*$', '') ELSE {ref} END)"
+        )
         return f"regexp_extract({r}, '{REF_PATTERN}', ['t', 'i'])"
 
     def reference_key(self, ref: str, type_name: str | None) -> str:
