@@ -18,12 +18,13 @@ import polars as pl
 import pytest
 
 from cart_etl.contract import ENTITIES, PROVENANCE, RawBatch, Rejected, columns_of
-from cart_etl.extract.fhir.extract import extract_fhir, load_fhir_mapping
 from cart_etl.extract.readers.sql import extract_sql
 from cart_etl.extract.site.export import extract_site_export
 from cart_etl.extract.site.mapper import source_row
 from cart_etl.extract.site.spec import SiteMapping
-from tests.extract.conftest import WIDE_EXPORT, count_data_rows
+from cart_etl.mappings import Mappings
+from cart_etl.stage.fhir_concepts import open_fhir
+from tests.extract.conftest import MAPPINGS, WIDE_EXPORT, count_data_rows
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,16 @@ def _fhir_resource_row(row: str) -> str:
 
 
 def _fhir_expected(files: Mapping[str, list[tuple[str, str]]]) -> dict[str, frozenset[str]]:
-    """Resource ids per file, minus the types the mapping deliberately ignores (Encounter)."""
-    ignored = load_fhir_mapping().ignored
+    """Resource ids per file, minus the context-only types (Encounter): out of scope."""
+    context_only = Mappings.open(MAPPINGS).load("fhir/targets.yaml")["context_only"]
     return {
-        name: frozenset(rid for rtype, rid in resources if rtype not in ignored)
+        name: frozenset(rid for rtype, rid in resources if rtype not in context_only)
         for name, resources in files.items()
     }
+
+
+def _open_fhir(folder: Path, mode: str = "fast") -> list[RawBatch | Rejected]:
+    return list(open_fhir(folder, Mappings.open(MAPPINGS), mode=mode))
 
 
 def _type_and_id(resource: dict[str, str]) -> tuple[str, str]:
@@ -115,7 +120,7 @@ def _bundle_resources(folder: Path) -> dict[str, list[tuple[str, str]]]:
 def fhir_bundles(request: pytest.FixtureRequest) -> ExtractorCase:
     """The reference cohort's FHIR transaction Bundles (fast mode)."""
     folder = request.getfixturevalue("reference_cohort") / "fhir" / "bundles"
-    records = list(extract_fhir(folder))
+    records = _open_fhir(folder)
     return ExtractorCase(records, _fhir_expected(_bundle_resources(folder)), _fhir_resource_row)
 
 
@@ -126,7 +131,7 @@ def fhir_ndjson(request: pytest.FixtureRequest) -> ExtractorCase:
         p.name: [_type_and_id(orjson.loads(line)) for line in p.read_bytes().splitlines()]
         for p in sorted(folder.glob("*.ndjson"))
     }
-    records = list(extract_fhir(folder))
+    records = _open_fhir(folder)
     return ExtractorCase(records, _fhir_expected(files), _fhir_resource_row)
 
 
@@ -139,7 +144,7 @@ def fhir_bundles_strict(request: pytest.FixtureRequest) -> ExtractorCase:
     folder = request.getfixturevalue("tmp_path_factory").mktemp("fhir_strict")
     for name in ("CART-001.json", "CART-002.json", "CART-008.json"):
         shutil.copy(cohort / "fhir" / "bundles" / name, folder / name)
-    records = list(extract_fhir(folder, mode="strict"))
+    records = _open_fhir(folder, mode="strict")
     return ExtractorCase(records, _fhir_expected(_bundle_resources(folder)), _fhir_resource_row)
 
 

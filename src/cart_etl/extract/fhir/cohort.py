@@ -2,11 +2,13 @@
 
 A Bulk export holds every patient of a hospital. A patient is in the cohort when the export
 names them a study subject (a Patient.identifier of the study-id system of
-``fhir/targets.yaml``) or holds CAR-T administration evidence for them: a Procedure or
-MedicationAdministration whose code maps to the ``cart_infusion`` target of
-``fhir/concept_map.csv``. The other patients and every resource about them (``subject`` or
-``patient`` reference) are removed before the views run and counted as *not in cohort*;
-resources about no patient (Medication, Device, Organization...) stay.
+``fhir/targets.yaml`` not typed MR, as for the study id itself) or holds CAR-T
+administration evidence for them: a Procedure or MedicationAdministration whose code maps
+to the ``cart_infusion`` target of ``fhir/concept_map.csv``. The other patients and every
+resource about them (``subject`` or ``patient`` reference) are removed before the views run
+and counted as *not in cohort*; resources about no patient (Medication, Device,
+Organization...) stay, and so do resources whose reference names no Patient of the input:
+recognition rejects them (``fhir.missing_subject``), they are not another patient's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ _EVIDENCE: Final = (
     "medication_administration_coding",
     "medication",
     "medication_coding",
+    "patient_identifier",
 )
 
 RunView = Callable[[duckdb.DuckDBPyConnection, str, dict[str, Any], str], None]
@@ -42,7 +45,9 @@ def cohort_patients(
     None when the input holds no evidence at all (a partial delivery: nothing is removed).
     """
     spec = mappings.load("fhir/targets.yaml")
-    study_system = (spec.get("patient") or {}).get("study_id_system", "")
+    patient = spec.get("patient") or {}
+    study_system = patient.get("study_id_system", "")
+    mrn = patient.get("mrn_type") or {}
     codes = [(r.system, r.code) for r in concept_rows(mappings) if r.target == "cart_infusion"]
     con.execute("CREATE OR REPLACE TEMP TABLE _cart_codes (system VARCHAR, code VARCHAR)")
     if codes:
@@ -66,12 +71,13 @@ def cohort_patients(
                 OR (m.system = mc.system AND m.code = mc.code)
         """
     )
-    con.execute(
-        "INSERT INTO _cohort SELECT _key FROM resources WHERE resource_type = 'Patient' "
-        "AND contained_in IS NULL AND list_contains("
-        "CAST(json_extract_string(resource, '$.identifier[*].system') AS VARCHAR[]), ?)",
-        [study_system],
-    )
+    if "patient_identifier" in views:  # the study-id rule of the recognition stage
+        con.execute(
+            "INSERT INTO _cohort SELECT DISTINCT key FROM v_cohort_patient_identifier "
+            "WHERE system = ? AND nullif(value, '') IS NOT NULL "
+            "AND NOT (coalesce(type_system, '') = ? AND type_code = ?)",
+            [study_system, mrn.get("system", ""), mrn.get("code", "MR")],
+        )
     for name in _EVIDENCE:
         con.execute(f'DROP TABLE IF EXISTS "v_cohort_{name}"')
     (evidence,) = con.execute("SELECT count(*) FROM _cohort WHERE key IS NOT NULL").fetchone() or (
@@ -93,17 +99,18 @@ def cohort_patients(
         WHERE contained_in IS NULL
         """
     )
-    (removed,) = con.execute(
-        "SELECT count(*) FROM _about WHERE nullif(patient, '') IS NOT NULL "
-        "AND patient NOT IN (SELECT key FROM _cohort)"
-    ).fetchone() or (0,)
+    # Only resources about a Patient of the input: a dangling reference is not evidence of
+    # another patient and is left to recognition (rejected as fhir.missing_subject).
     con.execute(
         """
-        DELETE FROM resources WHERE (file, pos) IN (
-            SELECT file, pos FROM _about WHERE nullif(patient, '') IS NOT NULL
-            AND patient NOT IN (SELECT key FROM _cohort))
+        CREATE OR REPLACE TEMP TABLE _outside AS SELECT file, pos FROM _about
+        WHERE patient IN (SELECT _key FROM resources WHERE resource_type = 'Patient'
+                          AND contained_in IS NULL)
+          AND patient NOT IN (SELECT key FROM _cohort WHERE key IS NOT NULL)
         """
     )
+    (removed,) = con.execute("SELECT count(*) FROM _outside").fetchone() or (0,)
+    con.execute("DELETE FROM resources WHERE (file, pos) IN (SELECT file, pos FROM _outside)")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _res AS SELECT file, pos, resource_type, _key FROM "
         "resources WHERE contained_in IS NULL"
