@@ -420,7 +420,7 @@ class Recogniser:
     def run(self) -> Iterator[RawBatch | Rejected]:
         """Every entity frame and every rejection; the report is filled as it goes."""
         started = time.perf_counter()
-        self._lives: set[str] = set()
+        self._lives: dict[str, set[str]] = {}  # table -> targets it holds
         self._patients()
         self._recognise()
         for view in _RESOURCE_TYPE:
@@ -561,11 +561,16 @@ class Recogniser:
                 f"r.code, r.display FROM _rec r WHERE r.view = {_quote(view)} AND r.key NOT IN "
                 f"(SELECT key FROM _gone WHERE view = {_quote(view)})"
             )
-            self._lives.add(table)
+            self._lives[table] = {
+                str(t)
+                for (t,) in self.con.execute(f"SELECT DISTINCT target FROM {table}").fetchall()
+            }
         return table
 
     def _emit(self, target: _Target) -> Iterator[RawBatch | Rejected]:
         view, rtype = target.view, _RESOURCE_TYPE[target.view]
+        if target.name not in self._lives[self._live(view)]:
+            return  # no resource of this target in the input
         joins = " ".join(_JOINS.get(view, {}).values())
         base = (
             f"v_{view} v JOIN {self._live(view)} r ON r.key = v.key "
@@ -782,7 +787,7 @@ def open_fhir(
         if mode == "flat":
             flat = load_flat(path, mappings, con)
         else:
-            flat = extract_views(path, mappings, con, mode=mode)
+            flat = extract_views(path, mappings, con, mode=mode, study_id_system=study_id_system)
     except BaseException:
         cleanup()
         raise

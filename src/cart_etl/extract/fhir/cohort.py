@@ -39,6 +39,8 @@ def cohort_patients(
     views: dict[str, dict[str, Any]],
     mappings: Mappings,
     run: RunView,
+    *,
+    study_id_system: str | None = None,
 ) -> int | None:
     """Remove the resources of patients outside the cohort; the number removed.
 
@@ -46,14 +48,28 @@ def cohort_patients(
     """
     spec = mappings.load("fhir/targets.yaml")
     patient = spec.get("patient") or {}
-    study_system = patient.get("study_id_system", "")
+    study_system = study_id_system or patient.get("study_id_system", "")
     mrn = patient.get("mrn_type") or {}
     codes = [(r.system, r.code) for r in concept_rows(mappings) if r.target == "cart_infusion"]
     con.execute("CREATE OR REPLACE TEMP TABLE _cart_codes (system VARCHAR, code VARCHAR)")
     if codes:
         con.executemany("INSERT INTO _cart_codes VALUES (?, ?)", codes)
+    if "patient_identifier" in views:
+        run(con, "cohort_patient_identifier", views["patient_identifier"], "resources")
+        # Every Patient a study subject (a site's own cohort export): nothing to remove, and
+        # the evidence views need not run.
+        uncovered = con.execute(
+            "SELECT count(*) FROM resources WHERE resource_type = 'Patient' "
+            "AND contained_in IS NULL AND _key NOT IN (SELECT key FROM "
+            "v_cohort_patient_identifier WHERE system = ? AND nullif(value, '') IS NOT NULL "
+            "AND NOT (coalesce(type_system, '') = ? AND type_code = ?) AND key IS NOT NULL)",
+            [study_system, mrn.get("system", ""), mrn.get("code", "MR")],
+        ).fetchone()
+        if uncovered is not None and uncovered[0] == 0:
+            con.execute('DROP TABLE IF EXISTS "v_cohort_patient_identifier"')
+            return None
     for name in _EVIDENCE:
-        if name in views:
+        if name in views and name != "patient_identifier":
             run(con, f"cohort_{name}", views[name], "resources")
     con.execute(
         """
@@ -116,3 +132,82 @@ def cohort_patients(
         "resources WHERE contained_in IS NULL"
     )
     return int(removed)
+
+
+# Views whose rows belong to a resource of another view (same key).
+_CHILD_OF: Final = {
+    "observation_coding": "observation",
+    "observation_component": "observation",
+    "observation_component_coding": "observation",
+    "procedure_coding": "procedure",
+    "medication_administration_coding": "medication_administration",
+    "condition_coding": "condition",
+    "patient_identifier": "patient",
+}
+
+
+def select_cohort_in_views(con: duckdb.DuckDBPyConnection, mappings: Mappings) -> int:
+    """The same cohort rule on view tables already flattened elsewhere (``--flat``): rows of
+    patients outside the cohort are deleted; the number of resources removed.
+
+    Nothing is removed when the views hold no evidence at all (as for resources).
+    """
+    spec = mappings.load("fhir/targets.yaml")
+    patient = spec.get("patient") or {}
+    study_system = patient.get("study_id_system", "")
+    mrn = patient.get("mrn_type") or {}
+    codes = [(r.system, r.code) for r in concept_rows(mappings) if r.target == "cart_infusion"]
+    con.execute("CREATE OR REPLACE TEMP TABLE _cart_codes (system VARCHAR, code VARCHAR)")
+    if codes:
+        con.executemany("INSERT INTO _cart_codes VALUES (?, ?)", codes)
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _cohort AS
+        SELECT DISTINCT p.patient_key AS key FROM v_procedure p
+            JOIN v_procedure_coding c ON c.key = p.key
+            JOIN _cart_codes m ON m.system = c.system AND m.code = c.code
+        UNION
+        SELECT DISTINCT a.patient_key FROM v_medication_administration a
+            LEFT JOIN v_medication_administration_coding c ON c.key = a.key
+            LEFT JOIN v_medication_coding mc ON mc.key = a.medication_key
+            JOIN _cart_codes m ON (m.system = c.system AND m.code = c.code)
+                OR (m.system = mc.system AND m.code = mc.code)
+        UNION
+        SELECT DISTINCT key FROM v_patient_identifier WHERE system = ?
+            AND nullif(value, '') IS NOT NULL
+            AND NOT (coalesce(type_system, '') = ? AND type_code = ?)
+        """,
+        [study_system, mrn.get("system", ""), mrn.get("code", "MR")],
+    )
+    found = con.execute("SELECT count(*) FROM _cohort WHERE key IS NOT NULL").fetchone()
+    if not found or not found[0]:
+        return 0
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _outside AS SELECT key FROM v_patient WHERE key NOT IN "
+        "(SELECT key FROM _cohort WHERE key IS NOT NULL)"
+    )
+    tables = {
+        r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    }
+    removed = 0
+    for parent in ("patient", *sorted({t[2:] for t in tables if t.startswith("v_")} - {"patient"})):
+        table = f"v_{parent}"
+        if parent in _CHILD_OF or table not in tables:
+            continue
+        cols = {r[0] for r in con.execute(f'DESCRIBE "{table}"').fetchall()}
+        column = "key" if parent == "patient" else "patient_key" if "patient_key" in cols else None
+        if column is None:
+            continue
+        # Only rows about a Patient of the input outside the cohort: a reference to no
+        # Patient of the input is rejected later (fhir.missing_subject), as for resources.
+        outside = f"{column} IN (SELECT key FROM _outside)"
+        gone = con.execute(f'SELECT count(*) FROM "{table}" WHERE {outside}').fetchone()
+        removed += gone[0] if gone else 0
+        for child, of in _CHILD_OF.items():
+            if of == parent and f"v_{child}" in tables:
+                con.execute(
+                    f'DELETE FROM "v_{child}" WHERE key IN '
+                    f'(SELECT key FROM "{table}" WHERE {outside})'
+                )
+        con.execute(f'DELETE FROM "{table}" WHERE {outside}')
+    return removed

@@ -31,7 +31,7 @@ import duckdb
 
 from cart_etl.contract import Rejected
 from cart_etl.errors import MappingError, SourceError
-from cart_etl.extract.fhir.cohort import cohort_patients
+from cart_etl.extract.fhir.cohort import cohort_patients, select_cohort_in_views
 from cart_etl.extract.fhir.resources import (
     RULE_INVALID,
     SOURCE,
@@ -103,6 +103,7 @@ def extract_views(
     *,
     mode: str = "fast",
     cohort_first: bool = True,
+    study_id_system: str | None = None,
 ) -> FlatViews:
     """Load the FHIR input under ``path`` and run every view into ``v_<name>`` tables.
 
@@ -120,22 +121,44 @@ def extract_views(
         flat.rejected.extend(_strict(con))
     views = {name: read_view(p) for name, p in view_files(mappings).items()}
     if cohort_first:
-        flat.not_in_cohort = cohort_patients(con, views, mappings, _run) or 0
+        flat.not_in_cohort = (
+            cohort_patients(con, views, mappings, _run, study_id_system=study_id_system) or 0
+        )
     for name, view in views.items():
         _run(con, name, view, "resources")
     return flat
 
 
+# View (as canonical JSON) -> the columns of its table: a view over a resource type the
+# input does not hold is created empty from here instead of planning its SQL again (DuckDB
+# needs ~0.1 s to plan each view, whatever the data; small deliveries lack most types).
+_EMPTY_TABLES: dict[str, list[tuple[str, str]]] = {}
+
+
 def _run(con: duckdb.DuckDBPyConnection, name: str, view: dict[str, Any], source: str) -> None:
     """One view into the table ``v_<name>``, computed inside DuckDB (rows never pass
     through Python)."""
+    table = f"v_{name}"
+    key = json.dumps(view, sort_keys=True)
+    held = con.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE resource_type = ? LIMIT 1)",
+        [view.get("resource")],
+    ).fetchone()
+    if not (held and held[0]) and key in _EMPTY_TABLES:
+        columns = ", ".join(f'"{c}" {t}' for c, t in _EMPTY_TABLES[key])
+        con.execute(f'CREATE OR REPLACE TABLE "{table}" ({columns})')
+        return
     try:
-        materialize_view(con, view, f"v_{name}", source=source, references="refs")
+        materialize_view(con, view, table, source=source, references="refs")
     except ViewDefinitionError as exc:
         raise MappingError(
             f"fhir/views/{name}.json: {exc}",
             fix="correct the view (SQL on FHIR v2 ViewDefinition).",
         ) from None
+    if key not in _EMPTY_TABLES:
+        _EMPTY_TABLES[key] = [
+            (str(r[0]), str(r[1])) for r in con.execute(f'DESCRIBE "{table}"').fetchall()
+        ]
 
 
 def _dedupe(con: duckdb.DuckDBPyConnection) -> list[Rejected]:
@@ -273,8 +296,11 @@ def load_flat(folder: Path, mappings: Mappings, con: duckdb.DuckDBPyConnection) 
                 f"SELECT '{name}.parquet' AS file, key AS pos, '{_KEYED[name]}' AS resource_type, "
                 f'key AS _key FROM "v_{name}"'
             )
+    not_in_cohort = select_cohort_in_views(con, mappings)
     con.execute("CREATE OR REPLACE TEMP TABLE _res AS " + " UNION ALL ".join(parts))
-    return FlatViews(con, sorted(p.name for p in folder.iterdir()))
+    flat = FlatViews(con, sorted(p.name for p in folder.iterdir()))
+    flat.not_in_cohort = not_in_cohort
+    return flat
 
 
 # The one-row-per-resource views: what a flat folder accounts for.

@@ -346,6 +346,7 @@ class _ViewCompiler:
         the chains this view reads are added to ``shared`` (chain -> position in ``_rp``,
         shared by all views compiled with the same dict).  ``grouped_refs``: ``references`` is
         already one row per ``ref`` (``ref, key[, type]``, as the ``_refs`` CTE makes it)."""
+        proj: Projection
         if shared is not None:
             proj = self.fx.proj[self.root] = SharedProjection(shared)
         else:

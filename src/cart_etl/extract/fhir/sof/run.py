@@ -244,9 +244,9 @@ def materialize_views(
     try:
         for vname, view in views.items():
             table = table_prefix + vname
-            resource = view.get("resource") if isinstance(view, Mapping) else None
-            group = groups.get(str(resource))
-            sql = group.sqls.get(vname) if group is not None else None
+            resource = view.get("resource") if isinstance(view, Mapping) else None  # type: ignore[assignment]
+            group = groups.get(str(resource))  # type: ignore[assignment]
+            sql = group.sqls.get(vname) if group is not None else None  # type: ignore[assignment]
             if group is not None and sql is not None and not group.failed:
                 if group.table is None:
                     try:
