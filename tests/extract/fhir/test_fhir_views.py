@@ -721,6 +721,26 @@ def test_30_cohort_selection_keeps_only_the_car_t_patients(
     assert len(patients) == 5
 
 
+def test_30b_flat_input_gets_the_same_cohort_rule(
+    registries: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Views flattened elsewhere (here by `flatten`, cohort selection off) over the
+    whole-hospital export: `--flat` removes the background patients' rows as the direct
+    path does, and counts them."""
+    hospital_dir = registries[1] / "ndjson"
+    flat = tmp_path / "flat"
+    flatten(hospital_dir, Mappings.open(MAPPINGS), flat)
+    from_flat = run(flat, mode="flat")
+    direct = run(hospital_dir)
+    assert from_flat.report.not_in_cohort > 0
+    patients = set(from_flat.frame("demographics")["patient_key"])
+    assert patients == set(direct.frame("demographics")["patient_key"])
+    for entity in ("vitals", "labs", "drugs", "infusion"):
+        a = from_flat.frame(entity).drop("file")
+        b = direct.frame(entity).drop("file")
+        assert_frame_equal(a.sort(a.columns, nulls_last=True), b.sort(b.columns, nulls_last=True))
+
+
 # -- public FHIR files (Synthea, HL7 R4 examples) --------------------------------------------
 
 _SKIP = {"LICENSE", "NOTICE.md", "package.json", "PROVENANCE.md", "provenance.json"}
