@@ -8,8 +8,9 @@ they are layered over the defaults:
 
 1. a YAML/JSON mapping (a dict) is deep-merged: keys of the site file replace or add to
    the default's, nested dicts merge key by key, lists and scalars are replaced whole;
-2. any other file (and ``fhir/default.yaml``, a rule list compiled as one unit) is replaced
-   whole by the site's copy.
+2. any other file (and each SQL-on-FHIR view, ``fhir/views/<name>.json``) is replaced
+   whole by the site's copy; the rows of ``fhir/concept_map.csv`` are added to the
+   defaults' (``cart_etl.extract.fhir.concept_map``).
 
 The run records which files were applied (``Mappings.applied()``) in ``etl.runs`` and its
 fingerprint hashes exactly those, so an edited site override re-runs the load.
@@ -46,8 +47,7 @@ RULE_FILES: tuple[str, ...] = (
     "omop/concepts.yaml",
     "analysis/table2.yaml",
 )
-# Rule files read only by FHIR sources (plus the files ``fhir/default.yaml`` includes, read
-# from the folder of the copy applied).
+# Rule files read only by FHIR sources (plus every view file under ``fhir/views/``).
 FHIR_FILES: tuple[str, ...] = (
     "fhir/concepts.yaml",
     "fhir/targets.yaml",

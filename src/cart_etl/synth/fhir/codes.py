@@ -77,7 +77,7 @@ LAB_LOINC: Final[dict[str, tuple[str, str]]] = {
     }.items()
 }
 # Local concepts (no suitable LOINC/SNOMED code) -> display. Explicit: the builders name
-# these codes, and mappings/fhir/local_codes.yaml (one rule per code) has no displays.
+# these codes, and mappings/fhir/concept_map.csv (one row per code) names them by code.
 LOCAL_CODES: Final[dict[str, str]] = {
     "risk-genetics": "Risk-defining genetic abnormality",
     "high-risk-genetics": "High-risk genetics",
