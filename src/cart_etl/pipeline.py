@@ -163,9 +163,7 @@ def extract(source: Source, mappings: Mappings, settings: Settings) -> Plan:
             ]
 
         rows = _input_rows(Path(source.location), bytes_per_row=600)
-        return Plan(
-            source, mappings, stream, ctx, values, rows, True, notes, stream.report.to_dict
-        )
+        return Plan(source, mappings, stream, ctx, values, rows, True, notes, stream.report.to_dict)
     from cart_etl.extract.readers.sql import extract_sql
     from cart_etl.extract.site.export import extract_site_export
     from cart_etl.extract.site.parse import load_site_mapping
