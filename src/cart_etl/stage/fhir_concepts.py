@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -29,78 +29,26 @@ from typing import Any, Final
 import duckdb
 import polars as pl
 
-from cart_etl.contract import ENTITY_COLUMNS, RawBatch, Rejected, conform
+from cart_etl.contract import RawBatch, Rejected, conform
 from cart_etl.errors import MappingError
 from cart_etl.extract.fhir.concept_map import concept_rows
 from cart_etl.extract.fhir.views import extract_views, load_flat, write_flat
 from cart_etl.mappings import Mappings
+from cart_etl.stage.fhir_targets import (
+    CODINGS,
+    JOINS,
+    MED_KEY,
+    RESOURCE_TYPE,
+    STATUS_COLUMN,
+    Target,
+    compile_targets,
+    quote,
+)
 
 SOURCE: Final = "fhir"
 RULE_MISSING_SUBJECT: Final = "fhir.missing_subject"
 RULE_STATUS: Final = "fhir.status_excluded"
 RULE_NO_OUTPUT: Final = "fhir.no_matching_output"
-
-# How the views relate (resource shape, not concepts): the coding sources of each view and
-# the reference joins its targets may read ("specimen.accession", "medication.lot", ...).
-_CODINGS: Final[dict[str, list[tuple[str, str]]]] = {
-    # view -> [(element, SQL yielding key, element, position, system, code, display)]
-    "observation": [
-        ("code", "SELECT key, element, position, system, code, display FROM v_observation_coding")
-    ],
-    "medication_administration": [
-        (
-            "medication",
-            "SELECT key, element, position, system, code, display "
-            "FROM v_medication_administration_coding",
-        ),
-        (
-            "medication",
-            "SELECT a.key, 'medication' AS element, 1000 + c.position AS position, "
-            "c.system, c.code, c.display FROM v_medication_administration a "
-            "JOIN v_medication_coding c ON c.key = " + "{med_key}",
-        ),
-    ],
-    "procedure": [
-        ("code", "SELECT key, element, position, system, code, display FROM v_procedure_coding")
-    ],
-    "device_use_statement": [
-        (
-            "device",
-            "SELECT s.key, 'device' AS element, c.position, c.system, c.code, c.display "
-            "FROM v_device_use_statement s JOIN v_device_coding c ON c.key = CASE WHEN "
-            "starts_with(s.device_reference, '#') THEN s.key || s.device_reference "
-            "ELSE s.device_key END",
-        )
-    ],
-    "condition": [
-        ("code", "SELECT key, element, position, system, code, display FROM v_condition_coding")
-    ],
-}
-_MED_KEY: Final = (
-    "CASE WHEN starts_with(a.medication_reference, '#') THEN a.key || a.medication_reference "
-    "ELSE a.medication_key END"
-)
-_JOINS: Final[dict[str, dict[str, str]]] = {
-    "observation": {"specimen": "LEFT JOIN v_specimen specimen ON specimen.key = v.specimen_key"},
-    "medication_administration": {
-        "medication": "LEFT JOIN v_medication medication ON medication.key = "
-        + _MED_KEY.replace("a.", "v.")
-    },
-    "procedure": {
-        "device": "LEFT JOIN (SELECT key, first(system ORDER BY position) AS system, "
-        "first(code ORDER BY position) AS code FROM v_device_coding GROUP BY key) device "
-        "ON device.key = v.used_reference_key"
-    },
-}
-_RESOURCE_TYPE: Final = {
-    "patient": "Patient",
-    "observation": "Observation",
-    "medication_administration": "MedicationAdministration",
-    "procedure": "Procedure",
-    "device_use_statement": "DeviceUseStatement",
-    "condition": "Condition",
-}
-_STATUS_COLUMN: Final = {"condition": "verification_status"}
 
 
 @dataclass
@@ -168,202 +116,6 @@ def staging_concepts(mappings: Mappings) -> dict[tuple[str, str], str]:
 # -- SQL building ---------------------------------------------------------------------------
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _column(name: str, view_columns: set[str], where: str) -> str:
-    """A view column (or ``join.column``) as nullable text."""
-    if name == "$system":
-        return "r.system"
-    if name == "$code":
-        return "r.code"
-    if name == "$display":
-        return "r.display"
-    if name == "$study_id":
-        return "sid.study_id"
-    if "." in name:
-        alias, col = name.split(".", 1)
-        return f"nullif(CAST({alias}.{col} AS VARCHAR), '')"
-    if name not in view_columns:
-        raise MappingError(
-            f"fhir/targets.yaml {where}: {name!r} is not a column of the view.",
-            fix=f"use one of {sorted(view_columns)}.",
-        )
-    return f"nullif(CAST(v.{name} AS VARCHAR), '')"
-
-
-def _spec(raw: Any, cols: set[str], where: str) -> str:
-    """One column spec of targets.yaml -> a SQL expression (text or NULL)."""
-    if isinstance(raw, str):
-        return _column(raw, cols, where)
-    if isinstance(raw, list):
-        parts = [_spec(p, cols, where) for p in raw]
-        return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
-    if isinstance(raw, dict) and "concat" in raw:
-        parts = [_spec(p, cols, where) for p in raw["concat"]]
-        return f"nullif(concat_ws('', {', '.join(parts)}), '')"
-    if isinstance(raw, dict) and "regex" in raw and "from" in raw:
-        re.compile(raw["regex"])
-        src = _spec(raw["from"], cols, where)
-        return f"nullif(regexp_extract({src}, {_quote(raw['regex'])}, 1), '')"
-    if isinstance(raw, dict) and "value" in raw and "if" in raw:
-        test = _predicate(raw["if"], cols, where)
-        return f"CASE WHEN {test} THEN {_spec(raw['value'], cols, where)} END"
-    if isinstance(raw, dict) and "component" in raw:
-        system, _, code = str(raw["component"]).rpartition("|")
-        value = raw.get("value", "value_quantity_value")
-        unit = (
-            f" AND coalesce(c.value_quantity_code, c.value_quantity_unit) = {_quote(raw['unit'])}"
-            if "unit" in raw
-            else ""
-        )
-        return (
-            f"(SELECT nullif(CAST(first(c.{value} ORDER BY c.component) AS VARCHAR), '') "
-            f"FROM v_observation_component c WHERE c.key = v.key "
-            f"AND c.code_system = {_quote(system)} AND c.code_code = {_quote(code)}{unit})"
-        )
-    raise MappingError(
-        f"fhir/targets.yaml {where}: cannot read the column spec {raw!r}.",
-        fix="use a view column, a list, {concat}, {regex, from}, {value, if} or {component}.",
-    )
-
-
-def _predicate(raw: Any, cols: set[str], where: str) -> str:
-    if not isinstance(raw, dict) or "col" not in raw:
-        raise MappingError(
-            f"fhir/targets.yaml {where}: a `when` test needs `col`.",
-            fix="write {col: <view column>, present|regex|not_regex: ...}.",
-        )
-    value = _spec(raw["col"], cols, where)
-    if "present" in raw:
-        return f"({value} IS {'NOT ' if raw['present'] else ''}NULL)"
-    if "regex" in raw:
-        return f"coalesce(regexp_matches({value}, {_quote(raw['regex'])}), false)"
-    if "not_regex" in raw:
-        return f"NOT coalesce(regexp_matches({value}, {_quote(raw['not_regex'])}), false)"
-    raise MappingError(
-        f"fhir/targets.yaml {where}: unknown test {raw!r}.", fix="use present, regex or not_regex."
-    )
-
-
-@dataclass(frozen=True)
-class _Output:
-    entity: str
-    select: str  # SQL yielding (key, row, <entity columns>)
-    when: str
-
-
-@dataclass(frozen=True)
-class _Target:
-    view: str
-    name: str
-    element: str
-    outputs: tuple[_Output, ...]
-    reject: str | None
-    ignore: str | None
-
-
-def _compile_targets(
-    spec: Mapping[str, Any], view_columns: Mapping[str, set[str]]
-) -> list[_Target]:
-    targets: list[_Target] = []
-    for view, by_target in (spec.get("views") or {}).items():
-        cols = view_columns.get(view)
-        if cols is None:
-            raise MappingError(
-                f"fhir/targets.yaml names the view {view!r}, which fhir/views does not define.",
-                fix=f"use one of {sorted(view_columns)}.",
-            )
-        elements = [e for e, _ in _CODINGS.get(view, [])]
-        for name, body in (by_target or {}).items():
-            where = f"views.{view}.{name}"
-            outputs = []
-            for i, out in enumerate(body.get("outputs") or []):
-                entity = out.get("entity")
-                if entity not in ENTITY_COLUMNS:
-                    raise MappingError(
-                        f"fhir/targets.yaml {where}.outputs[{i}]: unknown entity {entity!r}.",
-                        fix=f"use one of {sorted(ENTITY_COLUMNS)}.",
-                    )
-                unknown = set(out.get("columns") or {}) - set(ENTITY_COLUMNS[entity])
-                if unknown:
-                    raise MappingError(
-                        f"fhir/targets.yaml {where}.outputs[{i}]: {sorted(unknown)} are not "
-                        f"columns of {entity}.",
-                        fix=f"use {list(ENTITY_COLUMNS[entity])}.",
-                    )
-                when = " AND ".join(_predicate(w, cols, where) for w in out.get("when") or [])
-                outputs.append(_output(view, entity, out, cols, where, when or "true"))
-            otherwise = body.get("otherwise") or {}
-            targets.append(
-                _Target(
-                    view,
-                    name,
-                    body.get("element") or (elements[0] if elements else ""),
-                    tuple(outputs),
-                    None if "ignore" in otherwise else otherwise.get("reject", "no output applies"),
-                    otherwise.get("ignore"),
-                )
-            )
-    return targets
-
-
-def _output(
-    view: str, entity: str, out: Mapping[str, Any], cols: set[str], where: str, when: str
-) -> _Output:
-    columns = out.get("columns") or {}
-    component = out.get("components")
-    if component:
-        # Panel: one row per component whose code maps to `component`; values from it.
-        comp_cols = {
-            "value_quantity_value",
-            "value_quantity_code",
-            "value_quantity_unit",
-            "value_quantity_comparator",
-            "value_string",
-            "value_integer",
-            "value_boolean",
-            "value_concept_code",
-            "value_concept_text",
-            "value_concept_display",
-            "value_datetime",
-        }
-        exprs = []
-        for col in ENTITY_COLUMNS[entity]:
-            raw = columns.get(col)
-            if raw is None:
-                exprs.append(f"NULL AS {col}")
-                continue
-            sql = _spec(raw, cols | comp_cols, where)
-            for c in comp_cols:  # component columns come from the component row
-                sql = sql.replace(f"v.{c}", f"cv.{c}")
-            sql = sql.replace("r.system", "cc.system").replace("r.code", "cc.code")
-            exprs.append(f"{sql} AS {col}")
-        select = (
-            "SELECT v.key, coalesce(v.id, v.key) || '#component' || cv.component AS row, "
-            + ", ".join(exprs)
-            + ", {extra} FROM {base} JOIN v_observation_component cv ON cv.key = v.key "
-            "JOIN (SELECT key, component, system, code FROM v_observation_component_coding k "
-            "JOIN _cmap m ON m.source_system = k.system AND m.source_code = k.code "
-            f"WHERE m.target = {_quote(component)} QUALIFY row_number() OVER "
-            "(PARTITION BY key, component ORDER BY position) = 1) cc "
-            "ON cc.key = v.key AND cc.component = cv.component"
-        )
-        return _Output(entity, select, when)
-    exprs = [
-        f"{_spec(columns[c], cols, where)} AS {c}" if c in columns else f"NULL AS {c}"
-        for c in ENTITY_COLUMNS[entity]
-    ]
-    select = (
-        "SELECT v.key, coalesce(v.id, v.key) AS row, " + ", ".join(exprs) + ", {extra} FROM {base}"
-    )
-    return _Output(entity, select, when)
-
-
-# -- running -------------------------------------------------------------------------------
-
-
 def _view_columns(con: duckdb.DuckDBPyConnection, views: Sequence[str]) -> dict[str, set[str]]:
     return {v: {r[0] for r in con.execute(f"DESCRIBE v_{v}").fetchall()} for v in views}
 
@@ -395,7 +147,7 @@ class Recogniser:
                 "ESCAPE '\\'"
             ).fetchall()
         ]
-        self.targets = _compile_targets(spec, _view_columns(con, views))
+        self.targets = compile_targets(spec, _view_columns(con, views))
         rows = concept_rows(mappings)
         known = {t.name for t in self.targets}
         for r in rows:
@@ -423,7 +175,7 @@ class Recogniser:
         self._lives: dict[str, set[str]] = {}  # table -> targets it holds
         self._patients()
         self._recognise()
-        for view in _RESOURCE_TYPE:
+        for view in RESOURCE_TYPE:
             yield from self._gate(view)
         for target in self.targets:
             yield from self._emit(target)
@@ -433,7 +185,7 @@ class Recogniser:
     # -- steps
 
     def _patients(self) -> None:
-        mr_sys, mr_code = _quote(self.mrn.get("system", "")), _quote(self.mrn.get("code", "MR"))
+        mr_sys, mr_code = quote(self.mrn.get("system", "")), quote(self.mrn.get("code", "MR"))
         self.con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _patients AS
@@ -441,7 +193,7 @@ class Recogniser:
                    coalesce(s.value, p.id, p.key) AS study_id
             FROM v_patient p LEFT JOIN (
                 SELECT key, first(value ORDER BY position) AS value FROM v_patient_identifier
-                WHERE system = {_quote(self.study_id_system)} AND nullif(value, '') IS NOT NULL
+                WHERE system = {quote(self.study_id_system)} AND nullif(value, '') IS NOT NULL
                   AND NOT (coalesce(type_system, '') = {mr_sys} AND type_code = {mr_code})
                 GROUP BY key) s ON s.key = p.key
             """
@@ -452,12 +204,12 @@ class Recogniser:
         ``_rec(view, key, target, system, code, display)``: the deciding coding."""
         order = {t.name: i for i, t in enumerate(self.targets)}
         parts = []
-        for view, sources in _CODINGS.items():
+        for view, sources in CODINGS.items():
             elements = list(dict.fromkeys(e for e, _ in sources))
             for _, template in sources:
-                sql = template.replace("{med_key}", _MED_KEY)
+                sql = template.replace("{med_key}", MED_KEY)
                 parts.append(
-                    f"SELECT {_quote(view)} AS view, k.key, k.element, k.position, k.system, "
+                    f"SELECT {quote(view)} AS view, k.key, k.element, k.position, k.system, "
                     f"k.code, k.display, {_case(elements, 'k.element')} AS erank FROM ({sql}) k"
                 )
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE _codings AS {' UNION ALL '.join(parts)}")
@@ -494,12 +246,12 @@ class Recogniser:
 
     def _gate(self, view: str) -> Iterator[Rejected]:
         """Excluded status and unresolvable subject of recognised resources."""
-        rtype = _RESOURCE_TYPE[view]
+        rtype = RESOURCE_TYPE[view]
         if view == "patient":
             return
-        status_col = _STATUS_COLUMN.get(view, "status")
+        status_col = STATUS_COLUMN.get(view, "status")
         excluded = self.status.get(view, self.status.get("default", {}))
-        listed = ", ".join(_quote(str(k)) for k in excluded) or "NULL"
+        listed = ", ".join(quote(str(k)) for k in excluded) or "NULL"
         # Only the resources that fail a gate come back to Python.
         rows = self.con.execute(
             f"""
@@ -507,9 +259,9 @@ class Recogniser:
             SELECT v.key, coalesce(v.id, v.key), r.file, CAST(v.{status_col} AS VARCHAR),
                    v.patient_key, v.subject_reference, v.subject_identifier, v.has_subject,
                    n.n_patients, p.key IS NOT NULL AS resolved
-            FROM v_{view} v JOIN _rec x ON x.view = {_quote(view)} AND x.key = v.key
+            FROM v_{view} v JOIN _rec x ON x.view = {quote(view)} AND x.key = v.key
             CROSS JOIN n
-            LEFT JOIN _res r ON r.resource_type = {_quote(rtype)} AND r._key = v.key
+            LEFT JOIN _res r ON r.resource_type = {quote(rtype)} AND r._key = v.key
             LEFT JOIN _patients p ON p.key = v.patient_key
             WHERE CAST(v.{status_col} AS VARCHAR) IN ({listed})
                OR (p.key IS NULL AND NOT (n.n_patients = 0 AND v.patient_key IS NOT NULL))
@@ -558,8 +310,8 @@ class Recogniser:
         if table not in self._lives:
             self.con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT r.key, r.target, r.system, "
-                f"r.code, r.display FROM _rec r WHERE r.view = {_quote(view)} AND r.key NOT IN "
-                f"(SELECT key FROM _gone WHERE view = {_quote(view)})"
+                f"r.code, r.display FROM _rec r WHERE r.view = {quote(view)} AND r.key NOT IN "
+                f"(SELECT key FROM _gone WHERE view = {quote(view)})"
             )
             self._lives[table] = {
                 str(t)
@@ -567,20 +319,20 @@ class Recogniser:
             }
         return table
 
-    def _emit(self, target: _Target) -> Iterator[RawBatch | Rejected]:
-        view, rtype = target.view, _RESOURCE_TYPE[target.view]
+    def _emit(self, target: Target) -> Iterator[RawBatch | Rejected]:
+        view, rtype = target.view, RESOURCE_TYPE[target.view]
         if target.name not in self._lives[self._live(view)]:
             return  # no resource of this target in the input
-        joins = " ".join(_JOINS.get(view, {}).values())
+        joins = " ".join(JOINS.get(view, {}).values())
         base = (
             f"v_{view} v JOIN {self._live(view)} r ON r.key = v.key "
-            f"AND r.target = {_quote(target.name)} "
+            f"AND r.target = {quote(target.name)} "
             + (
                 "JOIN _patients sid ON sid.key = v.key "
                 if view == "patient"
                 else "LEFT JOIN _patients pk ON pk.key = v.patient_key "
             )
-            + f"LEFT JOIN _res f ON f.resource_type = {_quote(rtype)} AND f._key = v.key "
+            + f"LEFT JOIN _res f ON f.resource_type = {quote(rtype)} AND f._key = v.key "
             + joins
         )
         patient = (
@@ -608,8 +360,8 @@ class Recogniser:
         leftovers = self.con.execute(
             f"SELECT r.key, coalesce(v.id, v.key), f.file, r.code FROM {self._live(view)} r "
             f"JOIN v_{view} v ON v.key = r.key "
-            f"LEFT JOIN _res f ON f.resource_type = {_quote(rtype)} AND f._key = r.key "
-            f"WHERE r.target = {_quote(target.name)} "
+            f"LEFT JOIN _res f ON f.resource_type = {quote(rtype)} AND f._key = r.key "
+            f"WHERE r.target = {quote(target.name)} "
             f"AND r.key NOT IN (SELECT key FROM {emitted})"
         ).fetchall()
         ignored = []
@@ -630,14 +382,14 @@ class Recogniser:
         if ignored:
             self.con.executemany("INSERT INTO _done VALUES (?, ?, ?, ?)", ignored)
         self.con.execute(
-            f"INSERT INTO _done SELECT DISTINCT {_quote(view)}, key, 'emitted', NULL FROM {emitted}"
+            f"INSERT INTO _done SELECT DISTINCT {quote(view)}, key, 'emitted', NULL FROM {emitted}"
         )
 
     def _account(self) -> None:
         """One outcome per input resource: emitted, rejected or out of scope (with the reason
         and, for an unrecognised code, the resource's first coding ``system|code``)."""
         report = self.report
-        view_of = " ".join(f"WHEN {_quote(t)} THEN {_quote(v)}" for v, t in _RESOURCE_TYPE.items())
+        view_of = " ".join(f"WHEN {quote(t)} THEN {quote(v)}" for v, t in RESOURCE_TYPE.items())
         rows = self.con.execute(
             f"""
             WITH res AS (
@@ -682,7 +434,7 @@ class Recogniser:
 def _case(elements: list[str], column: str) -> str:
     if not elements:
         return "0"
-    whens = " ".join(f"WHEN {_quote(e)} THEN {i}" for i, e in enumerate(elements))
+    whens = " ".join(f"WHEN {quote(e)} THEN {i}" for i, e in enumerate(elements))
     return f"CASE {column} {whens} ELSE 99 END"
 
 
@@ -782,8 +534,8 @@ def open_fhir(
         shutil.rmtree(scratch, ignore_errors=True)
 
     try:
-        con.execute(f"SET memory_limit = {_quote(memory_limit)}")
-        con.execute(f"SET temp_directory = {_quote(str(scratch / 'spill'))}")
+        con.execute(f"SET memory_limit = {quote(memory_limit)}")
+        con.execute(f"SET temp_directory = {quote(str(scratch / 'spill'))}")
         if mode == "flat":
             flat = load_flat(path, mappings, con)
         else:
