@@ -23,8 +23,10 @@ Rows:
     ca1654a): its tree is exported with ``git archive`` and the three old rows run from it
     (PYTHONPATH=<tree>/src, its own mappings/). Without it they measure the checkout.
 
-  * new-views: ``cart_etl.extract.fhir.views.extract_views(DIR)`` consumed to the end, when
-    that module exists (a placeholder until the SQL-on-FHIR extractor lands).
+  * new-extract: ``cart_etl.stage.fhir_concepts.open_fhir(DIR)`` consumed to the end: load
+    into DuckDB, cohort selection, the SQL-on-FHIR views and the concept recognition (what
+    the old extractor did, and more).
+  * new-validate / new-run: ``cart-etl validate --fhir`` / ``run --fhir`` of this checkout.
 """
 
 from __future__ import annotations
@@ -42,7 +44,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-ROWS = ("synth", "floor", "old-extract", "old-validate", "old-run", "new-views")
+ROWS = (
+    "synth",
+    "floor",
+    "old-extract",
+    "old-validate",
+    "old-run",
+    "new-extract",
+    "new-validate",
+    "new-run",
+)
 
 FLOOR = """
 import sys, duckdb
@@ -67,17 +78,16 @@ for _ in stream:
 print(stream.report.resources)
 """
 
-NEW_VIEWS = """
+NEW_EXTRACT = """
 import sys
 from pathlib import Path
-import duckdb
 from cart_etl.config import Settings
 from cart_etl.mappings import Mappings
-from cart_etl.extract.fhir.views import extract_views
-# Placeholder: views.py as of 420c0b2 takes (path, mappings, con); wire the real call
-# (and whatever consuming its result means) when the extractor settles.
-con = duckdb.connect()
-extract_views(Path(sys.argv[1]), Mappings.open(Settings().mappings_dir), con)
+from cart_etl.stage.fhir_concepts import open_fhir
+stream = open_fhir(Path(sys.argv[1]), Mappings.open(Settings().mappings_dir))
+for _ in stream:
+    pass
+print(stream.report.resources, stream.report.not_in_cohort)
 """
 
 
@@ -192,15 +202,21 @@ def measure(name: str, ndjson: Path, scratch: Path, old: Path | None) -> Row:
         cmd = [str(BIN / "cart-etl"), "run", "--fhir", str(ndjson), "--store", str(store)]
         seconds, rss, code, _ = timed_rss([*cmd, "--no-expectations", "--quiet"], cwd, env)
         return Row(name, seconds, rss, f"exit {code}")
-    if name == "new-views":
-        try:
-            found = importlib.util.find_spec("cart_etl.extract.fhir.views") is not None
-        except ModuleNotFoundError:
-            found = False
-        if not found:
-            return Row(name, note="skipped: cart_etl.extract.fhir.views does not exist yet")
-        seconds, rss, code, _ = timed_rss([py, "-c", NEW_VIEWS, str(ndjson)])
-        return Row(name, seconds, rss, "extract_views" if code == 0 else f"exit {code}")
+    if name == "new-extract":
+        seconds, rss, code, _ = timed_rss([py, "-c", NEW_EXTRACT, str(ndjson)])
+        return Row(name, seconds, rss, "open_fhir consumed" if code == 0 else f"exit {code}")
+    if name == "new-validate":
+        report = scratch / "validation_report_new"
+        cmd = [str(BIN / "cart-etl"), "validate", "--fhir", str(ndjson), "--report", str(report)]
+        seconds, rss, code, _ = timed_rss([*cmd, "--quiet", "--no-expectations"])
+        return Row(name, seconds, rss, f"exit {code} (0 clean, 1 warnings/quarantine)")
+    if name == "new-run":
+        store = scratch / "bench_fhir_new.duckdb"
+        for suffix in ("", ".wal"):
+            Path(f"{store}{suffix}").unlink(missing_ok=True)
+        cmd = [str(BIN / "cart-etl"), "run", "--fhir", str(ndjson), "--store", str(store)]
+        seconds, rss, code, _ = timed_rss([*cmd, "--no-expectations", "--quiet"])
+        return Row(name, seconds, rss, f"exit {code}")
     raise ValueError(name)
 
 
