@@ -32,7 +32,7 @@ import polars as pl
 from cart_etl.contract import RawBatch, Rejected, conform
 from cart_etl.errors import MappingError
 from cart_etl.extract.fhir.concept_map import concept_rows
-from cart_etl.extract.fhir.views import extract_views, load_flat, write_flat
+from cart_etl.extract.fhir.views import extract_views, load_flat, view_tables, write_flat
 from cart_etl.mappings import Mappings
 from cart_etl.stage.fhir_targets import (
     CODINGS,
@@ -140,13 +140,7 @@ class Recogniser:
         self.mrn = patient.get("mrn_type") or {}
         self.status: dict[str, dict[str, str]] = spec.get("status") or {}
         self.context_only: dict[str, str] = spec.get("context_only") or {}
-        views = [
-            r[0][2:]
-            for r in con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'v\\_%' "
-                "ESCAPE '\\'"
-            ).fetchall()
-        ]
+        views = view_tables(con)
         self.targets = compile_targets(spec, _view_columns(con, views))
         rows = concept_rows(mappings)
         known = {t.name for t in self.targets}
@@ -563,13 +557,7 @@ def flatten(path: Path, mappings: Mappings, out: Path) -> tuple[list[Path], int]
     con = duckdb.connect(str(scratch / "views.duckdb"))
     try:
         flat = extract_views(path, mappings, con, cohort_first=False)
-        names = [
-            r[0][2:]
-            for r in con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'v\\_%' "
-                "ESCAPE '\\' ORDER BY 1"
-            ).fetchall()
-        ]
+        names = view_tables(con)
         return write_flat(con, names, out), len(flat.rejected)
     finally:
         con.close()

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from cart_etl.contract import ENTITY_COLUMNS
 from cart_etl.errors import MappingError
+from cart_etl.extract.fhir.views import KEYED_VIEWS
 
 # How the views relate (resource shape, not concepts): the coding sources of each view and
 # the reference joins its targets may read ("specimen.accession", "medication.lot", ...).
@@ -69,13 +70,17 @@ JOINS: Final[dict[str, dict[str, str]]] = {
         "ON device.key = v.used_reference_key"
     },
 }
+# The views recognition reads (one row per resource) and their resource type.
 RESOURCE_TYPE: Final = {
-    "patient": "Patient",
-    "observation": "Observation",
-    "medication_administration": "MedicationAdministration",
-    "procedure": "Procedure",
-    "device_use_statement": "DeviceUseStatement",
-    "condition": "Condition",
+    v: KEYED_VIEWS[v]
+    for v in (
+        "patient",
+        "observation",
+        "medication_administration",
+        "procedure",
+        "device_use_statement",
+        "condition",
+    )
 }
 STATUS_COLUMN: Final = {"condition": "verification_status"}
 

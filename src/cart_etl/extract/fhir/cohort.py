@@ -71,29 +71,11 @@ def cohort_patients(
     for name in _EVIDENCE:
         if name in views and name != "patient_identifier":
             run(con, f"cohort_{name}", views[name], "resources")
+    has_identifiers = "patient_identifier" in views
     con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE _cohort AS
-        SELECT DISTINCT p.patient_key AS key FROM v_cohort_procedure p
-            JOIN v_cohort_procedure_coding c ON c.key = p.key
-            JOIN _cart_codes m ON m.system = c.system AND m.code = c.code
-        UNION
-        SELECT DISTINCT a.patient_key FROM v_cohort_medication_administration a
-            LEFT JOIN v_cohort_medication_administration_coding c ON c.key = a.key
-            LEFT JOIN v_cohort_medication_coding mc ON mc.key = CASE
-                WHEN starts_with(a.medication_reference, '#') THEN a.key || a.medication_reference
-                ELSE a.medication_key END
-            JOIN _cart_codes m ON (m.system = c.system AND m.code = c.code)
-                OR (m.system = mc.system AND m.code = mc.code)
-        """
+        _cohort_sql("v_cohort_", identifiers=has_identifiers),
+        _rule(study_system, mrn) if has_identifiers else [],
     )
-    if "patient_identifier" in views:  # the study-id rule of the recognition stage
-        con.execute(
-            "INSERT INTO _cohort SELECT DISTINCT key FROM v_cohort_patient_identifier "
-            "WHERE system = ? AND nullif(value, '') IS NOT NULL "
-            "AND NOT (coalesce(type_system, '') = ? AND type_code = ?)",
-            [study_system, mrn.get("system", ""), mrn.get("code", "MR")],
-        )
     for name in _EVIDENCE:
         con.execute(f'DROP TABLE IF EXISTS "v_cohort_{name}"')
     (evidence,) = con.execute("SELECT count(*) FROM _cohort WHERE key IS NOT NULL").fetchone() or (
@@ -146,6 +128,38 @@ _CHILD_OF: Final = {
 }
 
 
+def _rule(study_system: str, mrn: dict[str, Any]) -> list[str]:
+    return [study_system, str(mrn.get("system", "")), str(mrn.get("code", "MR"))]
+
+
+def _cohort_sql(prefix: str, *, identifiers: bool) -> str:
+    """``_cohort``: the patients with CAR-T administration evidence (a Procedure or a
+    MedicationAdministration, its own code or its Medication's, mapped to cart_infusion)
+    and, with ``identifiers``, those with a study-id identifier not typed MR (parameters:
+    the study-id system, the MR type's system and code)."""
+    sql = f"""
+        CREATE OR REPLACE TEMP TABLE _cohort AS
+        SELECT DISTINCT p.patient_key AS key FROM {prefix}procedure p
+            JOIN {prefix}procedure_coding c ON c.key = p.key
+            JOIN _cart_codes m ON m.system = c.system AND m.code = c.code
+        UNION
+        SELECT DISTINCT a.patient_key FROM {prefix}medication_administration a
+            LEFT JOIN {prefix}medication_administration_coding c ON c.key = a.key
+            LEFT JOIN {prefix}medication_coding mc ON mc.key = CASE
+                WHEN starts_with(a.medication_reference, '#') THEN a.key || a.medication_reference
+                ELSE a.medication_key END
+            JOIN _cart_codes m ON (m.system = c.system AND m.code = c.code)
+                OR (m.system = mc.system AND m.code = mc.code)
+        """
+    ident = f"""
+        UNION
+        SELECT DISTINCT key FROM {prefix}patient_identifier WHERE system = $1
+            AND nullif(value, '') IS NOT NULL
+            AND NOT (coalesce(type_system, '') = $2 AND type_code = $3)
+        """
+    return sql + ident if identifiers else sql
+
+
 def select_cohort_in_views(con: duckdb.DuckDBPyConnection, mappings: Mappings) -> int:
     """The same cohort rule on view tables already flattened elsewhere (``--flat``): rows of
     patients outside the cohort are deleted; the number of resources removed.
@@ -160,25 +174,7 @@ def select_cohort_in_views(con: duckdb.DuckDBPyConnection, mappings: Mappings) -
     con.execute("CREATE OR REPLACE TEMP TABLE _cart_codes (system VARCHAR, code VARCHAR)")
     if codes:
         con.executemany("INSERT INTO _cart_codes VALUES (?, ?)", codes)
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE _cohort AS
-        SELECT DISTINCT p.patient_key AS key FROM v_procedure p
-            JOIN v_procedure_coding c ON c.key = p.key
-            JOIN _cart_codes m ON m.system = c.system AND m.code = c.code
-        UNION
-        SELECT DISTINCT a.patient_key FROM v_medication_administration a
-            LEFT JOIN v_medication_administration_coding c ON c.key = a.key
-            LEFT JOIN v_medication_coding mc ON mc.key = a.medication_key
-            JOIN _cart_codes m ON (m.system = c.system AND m.code = c.code)
-                OR (m.system = mc.system AND m.code = mc.code)
-        UNION
-        SELECT DISTINCT key FROM v_patient_identifier WHERE system = ?
-            AND nullif(value, '') IS NOT NULL
-            AND NOT (coalesce(type_system, '') = ? AND type_code = ?)
-        """,
-        [study_system, mrn.get("system", ""), mrn.get("code", "MR")],
-    )
+    con.execute(_cohort_sql("v_", identifiers=True), _rule(study_system, mrn))
     found = con.execute("SELECT count(*) FROM _cohort WHERE key IS NOT NULL").fetchone()
     if not found or not found[0]:
         return 0

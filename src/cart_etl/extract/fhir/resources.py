@@ -215,29 +215,53 @@ def _load_ndjson_fast(path: Path, rel: str, con: duckdb.DuckDBPyConnection) -> b
 
 
 def _load_ndjson(path: Path, rel: str, loaded: LoadedResources) -> None:
-    """Insert the non-blank lines of one NDJSON file into ``_lines`` (UTF-8 checked)."""
-    line_no = 1
+    """Insert the non-blank lines of one NDJSON file into ``_lines`` (UTF-8 checked).
+
+    A truncated or corrupt ``.gz`` is read up to the damage: the chunk that failed is read
+    again line by line, so every complete line before it is kept and the rejection names
+    the first line that could not be read."""
+    done = 1  # the first line not inserted yet
     try:
         for first, lines in _chunks(path):
-            line_no = first
-            numbers, texts = [], []
-            for i, line in enumerate(lines):
-                raw = line.rstrip(b"\r")
-                if not raw.strip():
-                    continue
-                try:
-                    texts.append(raw.decode("utf-8"))
-                except UnicodeDecodeError as exc:
-                    loaded.rejected.append(
-                        _reject(rel, f"line {first + i}", RULE_UNPARSEABLE, f"not UTF-8: {exc}")
-                    )
-                    continue
-                numbers.append(first + i)
-            _insert_lines(loaded.con, rel, numbers, texts)
-    except (OSError, EOFError) as exc:  # truncated or corrupt .gz
-        loaded.rejected.append(
-            _reject(rel, f"line {line_no}", RULE_UNPARSEABLE, f"cannot read further: {exc}")
-        )
+            _insert_raw(loaded, rel, first, lines)
+            done = first + len(lines)
+    except (OSError, EOFError):
+        lines = []
+        try:
+            with _open(path) as handle:
+                for i, line in enumerate(handle, 1):
+                    if i >= done:
+                        lines.append(line.rstrip(b"\n"))
+        except (OSError, EOFError) as exc:
+            if lines and not lines[-1].endswith((b"}", b"}\r")):
+                lines.pop()  # the cut line: reported below, not parsed
+            _insert_raw(loaded, rel, done, lines)
+            loaded.rejected.append(
+                _reject(
+                    rel,
+                    f"line {done + len(lines)}",
+                    RULE_UNPARSEABLE,
+                    f"cannot read further: {exc}",
+                )
+            )
+
+
+def _insert_raw(loaded: LoadedResources, rel: str, first: int, lines: list[bytes]) -> None:
+    """Lines numbered from ``first`` into ``_lines``; blank ones skipped, non-UTF-8 rejected."""
+    numbers, texts = [], []
+    for i, line in enumerate(lines):
+        raw = line.rstrip(b"\r")
+        if not raw.strip():
+            continue
+        try:
+            texts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            loaded.rejected.append(
+                _reject(rel, f"line {first + i}", RULE_UNPARSEABLE, f"not UTF-8: {exc}")
+            )
+            continue
+        numbers.append(first + i)
+    _insert_lines(loaded.con, rel, numbers, texts)
 
 
 def _load_document(path: Path, rel: str, loaded: LoadedResources) -> None:

@@ -250,6 +250,8 @@ def _strict(con: duckdb.DuckDBPyConnection) -> list[Rejected]:
             "DELETE FROM resources WHERE (resource_type, _key) IN (SELECT * FROM _bad) "
             "AND contained_in IS NULL"
         )
+        # Accounted once, as rejected: not again as a resource of the input.
+        con.execute("DELETE FROM _res WHERE (resource_type, _key) IN (SELECT * FROM _bad)")
     return rejected
 
 
@@ -291,9 +293,10 @@ def load_flat(folder: Path, mappings: Mappings, con: duckdb.DuckDBPyConnection) 
                 f"{glob}: columns {missing} of the view {name!r} are missing.",
                 fix="write the Parquet files with the view files of this version.",
             )
-        if name in _KEYED:
+        if name in KEYED_VIEWS:
             parts.append(
-                f"SELECT '{name}.parquet' AS file, key AS pos, '{_KEYED[name]}' AS resource_type, "
+                f"SELECT '{name}.parquet' AS file, key AS pos, "
+                f"'{KEYED_VIEWS[name]}' AS resource_type, "
                 f'key AS _key FROM "v_{name}"'
             )
     not_in_cohort = select_cohort_in_views(con, mappings)
@@ -303,8 +306,8 @@ def load_flat(folder: Path, mappings: Mappings, con: duckdb.DuckDBPyConnection) 
     return flat
 
 
-# The one-row-per-resource views: what a flat folder accounts for.
-_KEYED: Final = {
+# The one-row-per-resource views and their resource type: what a flat folder accounts for.
+KEYED_VIEWS: Final = {
     "patient": "Patient",
     "observation": "Observation",
     "medication_administration": "MedicationAdministration",
@@ -316,3 +319,14 @@ _KEYED: Final = {
     "medication": "Medication",
     "specimen": "Specimen",
 }
+
+
+def view_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Names of the views whose tables (``v_<name>``) exist in ``con``, sorted."""
+    return [
+        str(r[0])[2:]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'v\\_%' "
+            "ESCAPE '\\' ORDER BY 1"
+        ).fetchall()
+    ]
