@@ -503,8 +503,12 @@ def test_19_gzipped_ndjson_streams() -> None:
         "0.1",
         "ug/kg/min",
     )
-    (truncated,) = run(CASES / "ndjson_truncated.ndjson.gz").rejected
-    assert (truncated.row, truncated.rule_id) == ("line 1", RULE_UNPARSEABLE)
+    # A .gz cut mid-line: the 20 complete lines before the damage are read, the 21st is
+    # rejected by its line number.
+    cut = run(CASES / "ndjson_truncated.ndjson.gz")
+    (truncated,) = cut.rejected
+    assert (truncated.row, truncated.rule_id) == ("line 21", RULE_UNPARSEABLE)
+    assert sum(cut.report.totals().values()) == 21
 
 
 def test_20_bad_ndjson_lines_are_rejected_with_their_line() -> None:
