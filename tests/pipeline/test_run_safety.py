@@ -162,5 +162,5 @@ def test_run_cli_needs_exactly_one_input(tmp_path):
         check=False,
     )
     assert out.returncode == 2
-    assert "--source DIR --site NAME, or --fhir DIR" in out.stderr
+    assert "--source DIR --site NAME, --fhir DIR or --flat DIR" in out.stderr
     assert "Traceback" not in out.stderr
