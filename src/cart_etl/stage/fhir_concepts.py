@@ -30,7 +30,7 @@ import duckdb
 import polars as pl
 
 from cart_etl.contract import RawBatch, Rejected, conform
-from cart_etl.errors import MappingError
+from cart_etl.errors import MappingError, StoreError
 from cart_etl.extract.fhir.concept_map import concept_rows
 from cart_etl.extract.fhir.views import extract_views, load_flat, view_tables, write_flat
 from cart_etl.mappings import Mappings
@@ -480,9 +480,12 @@ class FhirStream:
         entries_without_resource: int = 0,
         study_id_system: str | None = None,
         cleanup: Callable[[], None] | None = None,
+        location: Path = Path(),
+        memory_limit: str = "the limit",
     ) -> None:
         self.con, self.mappings, self.rejected = con, mappings, list(rejected)
         self.cleanup = cleanup
+        self.location, self.memory_limit = location, memory_limit
         self.study_id_system = study_id_system
         self.report = FhirReport(mode=mode, files=list(files))
         self.report.not_in_cohort = not_in_cohort
@@ -490,16 +493,34 @@ class FhirStream:
 
     def __iter__(self) -> Iterator[RawBatch | Rejected]:
         try:
-            for case in self.rejected:
-                self.report.outcomes.setdefault(case.file, Counter())["rejected"] += 1
-                self.report.rejected_by_rule[case.rule_id] += 1
-                yield case
-            yield from recognise(
-                self.con, self.mappings, self.report, study_id_system=self.study_id_system
-            )
+            yield from self._items()
+        except duckdb.OutOfMemoryException as exc:
+            raise _out_of_memory(self.location, self.memory_limit, exc) from None
         finally:
             if self.cleanup is not None:
                 self.cleanup()
+
+    def _items(self) -> Iterator[RawBatch | Rejected]:
+        for case in self.rejected:
+            self.report.outcomes.setdefault(case.file, Counter())["rejected"] += 1
+            self.report.rejected_by_rule[case.rule_id] += 1
+            yield case
+        yield from recognise(
+            self.con, self.mappings, self.report, study_id_system=self.study_id_system
+        )
+
+
+_IN_MEMORY_BYTES: Final = 256 << 20
+
+
+def _out_of_memory(path: Path, limit: str, exc: Exception) -> StoreError:
+    """DuckDB ran out of its memory limit while flattening: the fix, not a traceback."""
+    return StoreError(
+        f"Reading the FHIR input {path} needed more memory than DuckDB may use ({limit}): "
+        f"{str(exc).splitlines()[0]}",
+        fix="raise CART_ETL_DUCKDB_MEMORY (e.g. CART_ETL_DUCKDB_MEMORY=4GB), or split the "
+        "export into smaller deliveries.",
+    )
 
 
 def open_fhir(
@@ -519,9 +540,14 @@ def open_fhir(
         MappingError: a view, the targets or the concept map are invalid.
     """
     scratch = Path(tempfile.mkdtemp(prefix="cart_etl_fhir_"))
-    # In memory, spilling to the scratch folder beyond the memory limit (DuckDB buffers
-    # in-memory tables out to temp_directory), so a whole-hospital export stays bounded.
-    con = duckdb.connect()
+    # Small inputs in memory (fast); large ones in a scratch database file, which DuckDB
+    # pages out past the memory limit, so a whole-hospital export stays bounded.
+    size = (
+        sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        if path.is_dir()
+        else (path.stat().st_size if path.exists() else 0)
+    )
+    con = duckdb.connect(str(scratch / "views.duckdb") if size > _IN_MEMORY_BYTES else ":memory:")
 
     def cleanup() -> None:
         con.close()
@@ -534,6 +560,9 @@ def open_fhir(
             flat = load_flat(path, mappings, con)
         else:
             flat = extract_views(path, mappings, con, mode=mode, study_id_system=study_id_system)
+    except duckdb.OutOfMemoryException as exc:
+        cleanup()
+        raise _out_of_memory(path, memory_limit, exc) from None
     except BaseException:
         cleanup()
         raise
@@ -547,6 +576,8 @@ def open_fhir(
         entries_without_resource=flat.entries_without_resource,
         study_id_system=study_id_system,
         cleanup=cleanup,
+        location=path,
+        memory_limit=memory_limit,
     )
 
 

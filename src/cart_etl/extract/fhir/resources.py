@@ -46,6 +46,7 @@ RULE_INVALID: Final = "fhir.invalid_resource"
 RULE_UNSUPPORTED_BUNDLE: Final = "fhir.unsupported_bundle"
 
 _CHUNK: Final = 1 << 24
+_FLUSH_BYTES: Final = 1 << 25  # JSON text held in _lines before it is unwrapped (32 MiB)
 _NDJSON: Final = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 _JSON: Final = (".json", ".json.gz")
 
@@ -126,16 +127,21 @@ def load_resources(
     """Read every FHIR file under ``path`` into ``resources`` and ``refs`` of ``con``."""
     con.execute(_DDL)
     loaded = LoadedResources(con)
+    pending = 0  # bytes waiting in _lines: flushed together (one set of queries, not per file)
     for p, rel, kind in input_files(path):
         loaded.files.append(rel)
         loaded.kinds.add(kind)
+        if kind == "ndjson" and _load_ndjson_fast(p, rel, loaded.con):
+            continue
         if kind == "ndjson":
-            if _load_ndjson_fast(p, rel, loaded.con):
-                continue
             _load_ndjson(p, rel, loaded)
         else:
             _load_document(p, rel, loaded)
-        _flush(loaded, bundle_types)
+        pending += p.stat().st_size
+        if pending > _FLUSH_BYTES:
+            _flush(loaded, bundle_types)
+            pending = 0
+    _flush(loaded, bundle_types)
     if len(loaded.kinds) > 1:
         log.warning(
             "%s holds both Bundles and NDJSON: both are read; a resource present in both is "
@@ -349,6 +355,8 @@ def _flush(loaded: LoadedResources, bundle_types: Sequence[str]) -> None:
     ).fetchone() or (0,)
     loaded.entries_without_resource += int(without)
     con.execute("DELETE FROM _lines")
+    for table in ("_docs", "_docs_ok", "_flat"):  # free the copies before the next batch
+        con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _unwrap_contained(con: duckdb.DuckDBPyConnection) -> None:
