@@ -299,17 +299,20 @@ class Recogniser:
         return Rejected(SOURCE, file or "", row, field, value, rule, message)
 
     def _live(self, view: str) -> str:
-        """``_live_<view>``: the recognised resources of a view that passed the gates."""
+        """``_live_<view>``: the view's rows of recognised resources that passed the gates,
+        with the deciding coding (``_target, _system, _code, _display``); built once per
+        view, so each target reads it without a join."""
         table = f"_live_{view}"
         if table not in self._lives:
             self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT r.key, r.target, r.system, "
-                f"r.code, r.display FROM _rec r WHERE r.view = {quote(view)} AND r.key NOT IN "
+                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT v.*, r.target AS _target, "
+                f"r.system AS _system, r.code AS _code, r.display AS _display FROM v_{view} v "
+                f"JOIN _rec r ON r.view = {quote(view)} AND r.key = v.key WHERE r.key NOT IN "
                 f"(SELECT key FROM _gone WHERE view = {quote(view)})"
             )
             self._lives[table] = {
                 str(t)
-                for (t,) in self.con.execute(f"SELECT DISTINCT target FROM {table}").fetchall()
+                for (t,) in self.con.execute(f"SELECT DISTINCT _target FROM {table}").fetchall()
             }
         return table
 
@@ -319,8 +322,7 @@ class Recogniser:
             return  # no resource of this target in the input
         joins = " ".join(JOINS.get(view, {}).values())
         base = (
-            f"v_{view} v JOIN {self._live(view)} r ON r.key = v.key "
-            f"AND r.target = {quote(target.name)} "
+            f"{self._live(view)} v "
             + (
                 "JOIN _patients sid ON sid.key = v.key "
                 if view == "patient"
@@ -339,7 +341,10 @@ class Recogniser:
                 "{extra}", f"{patient} AS _patient, f.file AS _file"
             )
             # One execution inside DuckDB; the keys stay there, the rows go to polars.
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE _out AS {select} WHERE {out.when}")
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _out AS {select} "
+                f"WHERE v._target = {quote(target.name)} AND {out.when}"
+            )
             self.con.execute(f"INSERT INTO {emitted} SELECT DISTINCT key FROM _out")
             frame = pl.from_arrow(self.con.sql("SELECT * EXCLUDE (key) FROM _out").to_arrow_table())
             assert isinstance(frame, pl.DataFrame)
@@ -352,11 +357,10 @@ class Recogniser:
             yield RawBatch(out.entity, conform(out.entity, frame), frame.height)
         # Recognised resources with no output: the target's `otherwise`.
         leftovers = self.con.execute(
-            f"SELECT r.key, coalesce(v.id, v.key), f.file, r.code FROM {self._live(view)} r "
-            f"JOIN v_{view} v ON v.key = r.key "
-            f"LEFT JOIN _res f ON f.resource_type = {quote(rtype)} AND f._key = r.key "
-            f"WHERE r.target = {quote(target.name)} "
-            f"AND r.key NOT IN (SELECT key FROM {emitted})"
+            f"SELECT v.key, coalesce(v.id, v.key), f.file, v._code FROM {self._live(view)} v "
+            f"LEFT JOIN _res f ON f.resource_type = {quote(rtype)} AND f._key = v.key "
+            f"WHERE v._target = {quote(target.name)} "
+            f"AND v.key NOT IN (SELECT key FROM {emitted})"
         ).fetchall()
         ignored = []
         for key, row, file, code in leftovers:

@@ -92,11 +92,11 @@ def quote(text: str) -> str:
 def _column(name: str, view_columns: set[str], where: str) -> str:
     """A view column (or ``join.column``) as nullable text."""
     if name == "$system":
-        return "r.system"
+        return "v._system"
     if name == "$code":
-        return "r.code"
+        return "v._code"
     if name == "$display":
-        return "r.display"
+        return "v._display"
     if name == "$study_id":
         return "sid.study_id"
     if "." in name:
@@ -253,7 +253,7 @@ def _output(
             sql = _spec(raw, cols | comp_cols, where)
             for c in comp_cols:  # component columns come from the component row
                 sql = sql.replace(f"v.{c}", f"cv.{c}")
-            sql = sql.replace("r.system", "cc.system").replace("r.code", "cc.code")
+            sql = sql.replace("v._system", "cc.system").replace("v._code", "cc.code")
             exprs.append(f"{sql} AS {col}")
         select = (
             "SELECT v.key, coalesce(v.id, v.key) || '#component' || cv.component AS row, "
