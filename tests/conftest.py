@@ -34,3 +34,22 @@ def clean_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("clean")
     generate(out, patients=61, seed=2025, defects=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def reference_fhir(reference_cohort: Path):  # type: ignore[no-untyped-def]
+    """``layout -> (items, report)``: the reference cohort's FHIR (``"bundles"`` or
+    ``"ndjson"``) read once per session by ``open_fhir`` (fast mode), for the tests that
+    only look at what it yields."""
+    from cart_etl.mappings import Mappings
+    from cart_etl.stage.fhir_concepts import open_fhir
+
+    cache: dict[str, tuple[list[object], object]] = {}
+
+    def read(layout: str) -> tuple[list[object], object]:
+        if layout not in cache:
+            stream = open_fhir(reference_cohort / "fhir" / layout, Mappings.open(REPO / "mappings"))
+            cache[layout] = (list(stream), stream.report)
+        return cache[layout]
+
+    return read

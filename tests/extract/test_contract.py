@@ -120,7 +120,7 @@ def _bundle_resources(folder: Path) -> dict[str, list[tuple[str, str]]]:
 def fhir_bundles(request: pytest.FixtureRequest) -> ExtractorCase:
     """The reference cohort's FHIR transaction Bundles (fast mode)."""
     folder = request.getfixturevalue("reference_cohort") / "fhir" / "bundles"
-    records = _open_fhir(folder)
+    records = request.getfixturevalue("reference_fhir")("bundles")[0]
     return ExtractorCase(records, _fhir_expected(_bundle_resources(folder)), _fhir_resource_row)
 
 
@@ -131,7 +131,7 @@ def fhir_ndjson(request: pytest.FixtureRequest) -> ExtractorCase:
         p.name: [_type_and_id(orjson.loads(line)) for line in p.read_bytes().splitlines()]
         for p in sorted(folder.glob("*.ndjson"))
     }
-    records = _open_fhir(folder)
+    records = request.getfixturevalue("reference_fhir")("ndjson")[0]
     return ExtractorCase(records, _fhir_expected(files), _fhir_resource_row)
 
 

@@ -115,14 +115,23 @@ def ndjson_lines(folder: Path) -> dict[str, int]:
     }
 
 
-@pytest.fixture(scope="module")
-def bundles(reference_cohort: Path) -> Run:
-    return run(reference_cohort / "fhir" / "bundles")
+def _shared(reference_fhir: Any, layout: str) -> Run:
+    items, report = reference_fhir(layout)  # read once per session (tests/conftest.py)
+    return Run(
+        report,
+        [i for i in items if isinstance(i, RawBatch)],
+        [i for i in items if isinstance(i, Rejected)],
+    )
 
 
 @pytest.fixture(scope="module")
-def ndjson(reference_cohort: Path) -> Run:
-    return run(reference_cohort / "fhir" / "ndjson")
+def bundles(reference_fhir: Any) -> Run:
+    return _shared(reference_fhir, "bundles")
+
+
+@pytest.fixture(scope="module")
+def ndjson(reference_fhir: Any) -> Run:
+    return _shared(reference_fhir, "ndjson")
 
 
 @pytest.fixture(scope="module")
