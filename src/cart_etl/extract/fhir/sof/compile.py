@@ -436,17 +436,7 @@ def compile_view(
     a table ``(ref VARCHAR, key VARCHAR[, type VARCHAR])`` consulted by a column whose path
     ends in ``getReferenceKey([T])``; ``reference_types=True`` says it has ``type``.
     """
-    if not isinstance(view, Mapping):
-        raise ViewDefinitionError(
-            f"a ViewDefinition must be a JSON object, not {type(view).__name__}"
-        )
-    compiler = _ViewCompiler(
-        view,
-        key_column=key_column,
-        references=references is not None,
-        reference_types=reference_types,
-    )
-    return compiler.compile(source, references)
+    return _compiler(view, references, key_column, reference_types).compile(source, references)
 
 
 def grouped_refs_sql(references: str, reference_types: bool) -> str:
@@ -471,17 +461,24 @@ def compile_preparsed(
     in ``shared`` (chain -> position; the caller builds the source with
     ``json_extract(resource, [chain paths]) AS _rp`` after compiling all views).
     ``grouped_refs``: ``references`` is already grouped (:func:`grouped_refs_sql`)."""
+    compiler = _compiler(view, references, key_column, reference_types)
+    return compiler.compile(source, references, shared=shared, grouped_refs=grouped_refs)
+
+
+def _compiler(
+    view: Mapping[str, Any], references: str | None, key_column: bool, reference_types: bool
+) -> _ViewCompiler:
+    """The compiler of one view (both entry points check the view is an object first)."""
     if not isinstance(view, Mapping):
         raise ViewDefinitionError(
             f"a ViewDefinition must be a JSON object, not {type(view).__name__}"
         )
-    compiler = _ViewCompiler(
+    return _ViewCompiler(
         view,
         key_column=key_column,
         references=references is not None,
         reference_types=reference_types,
     )
-    return compiler.compile(source, references, shared=shared, grouped_refs=grouped_refs)
 
 
 __all__ = ["REPEAT_MAX_DEPTH", "compile_preparsed", "compile_view", "grouped_refs_sql"]
